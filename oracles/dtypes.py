@@ -1,0 +1,123 @@
+"""Floating-point formats the oracles judge, and the extended precision they compute in.
+
+Every format is described by data (`DTYPES`), not by a numpy dtype, because numpy has no bfloat16:
+bfloat16 values travel in a float32 *carrier* array whose values are all exactly representable in
+bfloat16. `round_to(name, a)` rounds to a format with round-to-nearest-even, the way hardware does.
+
+`EXT` is the precision the oracles compute in: numpy's `longdouble`, which must have at least a 64-bit
+significand (x86-64 80-bit extended, or IEEE quad on aarch64 Linux). Its unit roundoff is at most
+2**-64, at least 2048 times smaller than float64's, which is what lets float64 results be judged
+(see docs/error-model.md, "The oracle's own error").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import require
+
+EXT = np.longdouble
+EXT_INFO = np.finfo(EXT)
+if EXT_INFO.nmant < 63:  # pragma: no cover - platform check
+    raise ImportError(
+        f"normfuzz oracles need numpy.longdouble with a >= 64-bit significand; this platform's has "
+        f"{EXT_INFO.nmant + 1} bits (x86-64 and aarch64 Linux have it; macOS arm64 and Windows do not)"
+    )
+U_EXT = float(EXT_INFO.epsneg)  # unit roundoff 2**-64 (x86) or 2**-113 (quad)
+
+
+@dataclass(frozen=True)
+class DType:
+    """One floating-point format: name, precision and range.
+
+    `u` is the unit roundoff 2**-p (p = significand bits including the hidden one): round-to-nearest
+    has relative error at most u for results in the normal range. Below `tiny` (smallest normal),
+    the absolute error is at most `eta / 2` (`eta`: smallest subnormal).
+    """
+
+    name: str
+    p: int
+    tiny: float
+    eta: float
+    max: float
+    carrier: str  # numpy dtype name that stores this format's values exactly
+
+    @property
+    def u(self) -> float:
+        return 2.0 ** -self.p
+
+    @property
+    def np_carrier(self) -> np.dtype:
+        return np.dtype(self.carrier)
+
+
+DTYPES: dict[str, DType] = {
+    "float16": DType("float16", 11, 2.0**-14, 2.0**-24, 65504.0, "float16"),
+    "bfloat16": DType("bfloat16", 8, 2.0**-126, 2.0**-133, float.fromhex("0x1.fep127"), "float32"),
+    "float32": DType("float32", 24, 2.0**-126, 2.0**-149, float(np.finfo(np.float32).max), "float32"),
+    "float64": DType("float64", 53, 2.0**-1022, 2.0**-1074, float(np.finfo(np.float64).max), "float64"),
+}
+
+#: Accumulation format an honest implementation uses for each input format (half types accumulate
+#: in float32, the others in their own format). Runners may declare otherwise.
+DEFAULT_ACCUMULATION = {"float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"}
+
+
+def dtype(name: str) -> DType:
+    """The `DType` called `name`; raises `OracleInputError` for an unknown name."""
+    require(name in DTYPES, "dtype", repr(name), f"one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def name_of(a: np.ndarray) -> str:
+    """Format name of a numpy array's dtype (bfloat16 arrays from ml_dtypes included)."""
+    n = np.asarray(a).dtype.name
+    require(n in DTYPES, "dtype", n, f"a floating dtype among {sorted(DTYPES)}")
+    return n
+
+
+def _round_bfloat16(a: np.ndarray) -> np.ndarray:
+    """Round to bfloat16 (nearest, ties to even), returned in a float32 carrier."""
+    f = np.asarray(a, dtype=np.float32)  # exact for float32 input; one rounding from wider input
+    bits = f.view(np.uint32).astype(np.uint64)
+    lsb = (bits >> 16) & 1
+    rounded = ((bits + 0x7FFF + lsb) >> 16) << 16
+    out = rounded.astype(np.uint32).view(np.float32).copy()
+    nan = np.isnan(f)
+    out[nan] = np.float32("nan")
+    return out.reshape(f.shape)
+
+
+def round_to(name: str, a) -> np.ndarray:
+    """Round `a` to format `name`, returned in that format's carrier dtype.
+
+    Overflow gives +-inf as IEEE rounding does. From extended precision, float16 and bfloat16 round
+    through float32 first (double rounding: at most 2**-24 relative beyond the half-ulp, which the
+    error model's safety factors absorb).
+    """
+    d = dtype(name)
+    a = np.asarray(a)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if name == "bfloat16":
+            return _round_bfloat16(a)
+        if name == "float16" and a.dtype == EXT:
+            a = a.astype(np.float32)
+        return a.astype(d.np_carrier)
+
+
+def is_representable(name: str, a) -> bool:
+    """True when every value of `a` is exactly representable in format `name` (NaN and inf count)."""
+    a = np.asarray(a)
+    r = round_to(name, a)
+    with np.errstate(invalid="ignore"):
+        return bool(np.all((r.astype(EXT) == a.astype(EXT)) | (np.isnan(r) & np.isnan(a))))
+
+
+def to_ext(a) -> np.ndarray:
+    """Convert to extended precision (exact for every format in `DTYPES`)."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu" and a.dtype.name != "bfloat16":
+        require(False, "array dtype", a.dtype, "a real floating or integer dtype")
+    return a.astype(EXT)

@@ -1,0 +1,319 @@
+"""One entry point for every op and mode: reference outputs and their error bounds, by name.
+
+`evaluate(op, mode, inputs, attrs, precision)` is what the fuzzer calls for a `Case`: inputs and
+attrs are plain dicts (names below), the result maps each output name to its reference (EXT) and
+per-element bound. The typed functions of each op module are the documented API; this table maps
+case names onto them.
+
+Ops, modes and names (optional inputs in brackets):
+    batch_norm     inference        x, running_mean, running_var, [gamma], [beta]    -> y
+                   training         x, [gamma], [beta], [running_mean, running_var]  -> y, mean, var,
+                                    rstd, [running_mean, running_var]
+                   training_steps   xs (K, *x), running_mean, running_var, [gamma], [beta]
+                                    -> y, mean, var, running_mean, running_var (stacked over K)
+                   inference_vjp / training_vjp   + dy  -> dx, [dgamma], [dbeta]
+                   inference_jvp / training_jvp   + tx, [tgamma], [tbeta] -> ty
+    layer_norm, group_norm, instance_norm   forward: x, [gamma], [beta] -> y, mean, rstd; vjp; jvp
+    rms_norm       forward: x, [weight] -> y, rstd; vjp (dy -> dx, [dweight]); jvp (tx, [tweight])
+    mvn            forward: x -> y; vjp; jvp           (mean-variance normalization)
+    l2_normalize   forward: x -> y; vjp; jvp
+    weight_norm    forward: v, g -> w; vjp (dw -> dv, dg); jvp (tv, [tg] -> tw)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from . import _core, errormodel
+from . import op_batch_norm as batch_norm
+from . import op_group_norm as group_norm
+from . import op_instance_norm as instance_norm
+from . import op_l2_norm as l2_norm
+from . import op_layer_norm as layer_norm
+from . import op_mvn as mvn
+from . import op_rms_norm as rms_norm
+from ._view import View, check_eps
+from .dtypes import EXT
+from .errormodel import Precision
+from .errors import OracleInputError, require
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Reference outputs (EXT) and their per-element error bounds, by output name."""
+
+    outputs: dict[str, np.ndarray]
+    bounds: dict[str, np.ndarray]
+
+    def ratios(self, actual: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+        """error/bound per element for each output present in `actual`."""
+        return {k: errormodel.error_ratio(actual[k], self.outputs[k], self.bounds[k], dtype)
+                for k in self.outputs if k in actual}
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """How case inputs/attrs map onto an op's working view."""
+
+    name: str
+    modes: tuple[str, ...]
+    make_view: Callable[[Mapping, Mapping], View]
+    x_name: str = "x"
+    y_name: str = "y"
+    params: dict[str, str] = field(default_factory=dict)  # view param -> case input name
+    stats: dict[str, str] = field(default_factory=dict)   # output name -> Forward field
+    attrs: tuple[str, ...] = ()                            # attrs the op accepts
+    defaults: dict = field(default_factory=dict)
+    required: frozenset = frozenset({"x"})                 # required case inputs (forward)
+
+
+def _bn_view(i, a):
+    return batch_norm.view(i["x"], i.get("gamma"), i.get("beta"), layout=a.get("layout", "channels_first"))
+
+
+def _trailing(a):
+    return dict(normalized_ndim=a.get("normalized_ndim"), axis=a.get("axis"))
+
+
+OPS: dict[str, OpDef] = {
+    "batch_norm": OpDef(
+        "batch_norm",
+        ("inference", "training", "training_steps", "inference_vjp", "training_vjp", "inference_jvp",
+         "training_jvp"),
+        _bn_view, params={"gamma": "gamma", "beta": "beta"},
+        attrs=("eps", "layout", "momentum", "momentum_on", "running_var_estimator", "num_batches_tracked"),
+        defaults={"layout": "channels_first", "momentum": 0.1, "momentum_on": "batch",
+                  "running_var_estimator": "unbiased", "num_batches_tracked": 0}),
+    "layer_norm": OpDef(
+        "layer_norm", ("forward", "vjp", "jvp"),
+        lambda i, a: layer_norm.view(i["x"], i.get("gamma"), i.get("beta"), **_trailing(a)),
+        params={"gamma": "gamma", "beta": "beta"}, stats={"mean": "mean", "rstd": "r"},
+        attrs=("eps", "normalized_ndim", "axis")),
+    "rms_norm": OpDef(
+        "rms_norm", ("forward", "vjp", "jvp"),
+        lambda i, a: rms_norm.view(i["x"], i.get("weight"), **_trailing(a)),
+        params={"gamma": "weight"}, stats={"rstd": "r"}, attrs=("eps", "normalized_ndim", "axis")),
+    "group_norm": OpDef(
+        "group_norm", ("forward", "vjp", "jvp"),
+        lambda i, a: group_norm.view(i["x"], a["num_groups"], i.get("gamma"), i.get("beta"),
+                                     layout=a.get("layout", "channels_first"),
+                                     affine=a.get("affine", "per_channel")),
+        params={"gamma": "gamma", "beta": "beta"}, stats={"mean": "mean", "rstd": "r"},
+        attrs=("eps", "num_groups", "layout", "affine")),
+    "instance_norm": OpDef(
+        "instance_norm", ("forward", "vjp", "jvp"),
+        lambda i, a: instance_norm.view(i["x"], i.get("gamma"), i.get("beta"),
+                                        layout=a.get("layout", "channels_first")),
+        params={"gamma": "gamma", "beta": "beta"}, stats={"mean": "mean", "rstd": "r"},
+        attrs=("eps", "layout")),
+    "mvn": OpDef(
+        "mvn", ("forward", "vjp", "jvp"),
+        lambda i, a: mvn.view(i["x"], axes=tuple(a.get("axes", (0, 2, 3))), eps_mode=a.get("eps_mode", "outside")),
+        attrs=("eps", "axes", "eps_mode"), defaults={"eps": 1e-9}),
+    "l2_normalize": OpDef(
+        "l2_normalize", ("forward", "vjp", "jvp"),
+        lambda i, a: l2_norm.view(i["x"], axes=tuple(a.get("axes", (-1,))), eps_mode=a.get("eps_mode", "max_norm")),
+        attrs=("eps", "axes", "eps_mode"), defaults={"eps": 1e-12}),
+    "weight_norm": OpDef(
+        "weight_norm", ("forward", "vjp", "jvp"),
+        lambda i, a: l2_norm.weight_view(i["v"], i["g"], dim=a.get("dim", 0), eps_mode=a.get("eps_mode", "none")),
+        x_name="v", y_name="w", params={"gamma": "g"}, attrs=("eps", "dim", "eps_mode"),
+        defaults={"eps": 0.0}, required=frozenset({"v", "g"})),
+}
+
+
+def op_def(op: str) -> OpDef:
+    require(op in OPS, "op", repr(op), f"one of {sorted(OPS)}")
+    return OPS[op]
+
+
+def _attrs(d: OpDef, attrs: Mapping) -> dict:
+    unknown = sorted(set(attrs) - set(d.attrs))
+    require(not unknown, "attrs", unknown, f"attributes of {d.name} among {list(d.attrs)}")
+    out = dict(d.defaults)
+    out.update(attrs)
+    require("eps" in out, "eps", None, f"an eps attribute for {d.name}")
+    out["eps"] = check_eps(out["eps"])
+    return out
+
+
+def _inputs(inputs: Mapping, allowed: set[str], required: set[str], where: str) -> dict:
+    unknown = sorted(set(inputs) - allowed)
+    require(not unknown, "inputs", unknown, f"inputs of {where} among {sorted(allowed)}")
+    missing = sorted(required - set(inputs))
+    require(not missing, "inputs", f"missing {missing}", f"inputs {sorted(required)} for {where}")
+    return {k: np.asarray(v) for k, v in inputs.items()}
+
+
+def _case_params(d: OpDef) -> set[str]:
+    return set(d.params.values())
+
+
+def evaluate(op: str, mode: str, inputs: Mapping[str, np.ndarray], attrs: Mapping,
+             precision: Precision | str) -> Evaluation:
+    """Reference outputs and error bounds for one case (see the module docstring for names).
+
+    Raises OracleInputError for an unknown op or mode, unknown or missing inputs or attributes,
+    and every invalid value the op's typed function rejects.
+    """
+    d = op_def(op)
+    require(mode in d.modes, "mode", repr(mode), f"one of {list(d.modes)} for {op}")
+    p = Precision.of(precision) if isinstance(precision, str) else precision
+    a = _attrs(d, attrs)
+    if op == "batch_norm":
+        return _batch_norm(mode, inputs, a, p)
+    base = {d.x_name} | _case_params(d)
+    kind = mode
+    if kind == "forward":
+        i = _inputs(inputs, base, set(d.required), f"{op}/{mode}")
+        v = d.make_view(i, a)
+        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+        b = errormodel.forward_bounds(f, p)
+        outs = {d.y_name: v.back(f.y)}
+        bnds = {d.y_name: v.back(_full(b["y"], f.y))}
+        for name, fld in d.stats.items():
+            key = {"mean": "mean", "r": "r", "v": "v"}[fld]
+            outs[name] = v.stat(getattr(f, fld))
+            bnds[name] = v.stat(b[key])
+        return Evaluation(outs, bnds)
+    cot = "d" + d.y_name
+    if kind == "vjp":
+        i = _inputs(inputs, base | {cot}, set(d.required) | {cot}, f"{op}/{mode}")
+        v = d.make_view(i, a)
+        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+        return _vjp_eval(d, v, f, v.to_working(i[cot]), p)
+    tangents = {"t" + d.x_name} | {"t" + n for n in _case_params(d)}
+    i = _inputs(inputs, base | tangents, set(d.required) | {"t" + d.x_name}, f"{op}/{mode}")
+    v = d.make_view(i, a)
+    f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+    return _jvp_eval(d, v, f, i, p)
+
+
+def _full(b: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(b, like.shape)
+
+
+def _vjp_eval(d: OpDef, v: View, f, dy_w, p: Precision) -> Evaluation:
+    dx, dg, db = _core.vjp(f, dy_w)
+    b = errormodel.vjp_bounds(f, dy_w, p)
+    outs = {"d" + d.x_name: v.back(dx)}
+    bnds = {"d" + d.x_name: v.back(_full(b["x"], dx))}
+    for vname, full, which in (("gamma", dg, "gamma"), ("beta", db, "beta")):
+        if vname in v.params:
+            cname = "d" + d.params[vname]
+            outs[cname] = v.param_grad(vname, full)
+            pb = errormodel.param_grad_bounds(f, dy_w, p, v.param_work_shapes[vname], which)
+            bnds[cname] = pb.reshape(v.param_shapes[vname])
+    return Evaluation(outs, bnds)
+
+
+def _jvp_eval(d: OpDef, v: View, f, i: Mapping, p: Precision) -> Evaluation:
+    tx = v.to_working(i["t" + d.x_name])
+    tg = v.param_to_working("gamma", i.get("t" + d.params["gamma"])) if "gamma" in d.params and "gamma" in v.params else None
+    tb = v.param_to_working("beta", i.get("t" + d.params["beta"])) if "beta" in d.params and "beta" in v.params else None
+    ty = _core.jvp(f, tx, tg, tb)
+    b = errormodel.jvp_bounds(f, tx, tg, tb, p)
+    name = "t" + d.y_name
+    return Evaluation({name: v.back(ty)}, {name: v.back(_full(b, ty))})
+
+
+# --------------------------------------------------------------------------------------------------
+# batch_norm
+
+
+_BN_BASE = {"x", "gamma", "beta", "running_mean", "running_var"}
+
+
+def _bn_given(v: View, i: Mapping):
+    c = v.x.shape[1]
+    for name in ("running_mean", "running_var"):
+        require(name in i, name, None, "an array of shape (C,) for inference")
+    batch_norm._check_running("running_mean", i["running_mean"], c, nonneg=False)
+    batch_norm._check_running("running_var", i["running_var"], c, nonneg=True)
+    return (np.asarray(i["running_mean"], dtype=EXT).reshape(1, c, 1),
+            np.asarray(i["running_var"], dtype=EXT).reshape(1, c, 1))
+
+
+def _bn_step(x, i: Mapping, a: Mapping, p: Precision, rm, rv, rm_b, rv_b, step: int):
+    """One training step: outputs and bounds, running statistics propagated with their bounds."""
+    v = batch_norm.view(x, i.get("gamma"), i.get("beta"), layout=a["layout"])
+    f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+    b = errormodel.forward_bounds(f, p)
+    s = errormodel.stat_errors(f, p)
+    outs = {"y": v.back(f.y), "mean": v.stat(f.mean), "var": v.stat(f.v), "rstd": v.stat(f.r)}
+    bnds = {"y": v.back(_full(b["y"], f.y)), "mean": v.stat(b["mean"]), "var": v.stat(b["v"]),
+            "rstd": v.stat(b["r"])}
+    if rm is not None:
+        factor = batch_norm.running_var_factor(f.n, a["running_var_estimator"])
+        nbt = int(a["num_batches_tracked"]) + step
+        w = batch_norm.momentum_weight(a["momentum"], a["momentum_on"], nbt)
+        kw = dict(momentum=a["momentum"], momentum_on=a["momentum_on"], num_batches_tracked=nbt)
+        mean, var = v.stat(f.mean), v.stat(f.v) * factor
+        new_rm = batch_norm.update_running(rm, mean, **kw)
+        new_rv = batch_norm.update_running(rv, var, **kw)
+        outs["running_mean"], outs["running_var"] = new_rm, new_rv
+        bnds["running_mean"] = errormodel.running_bound(rm, rm_b, mean, v.stat(s.e_mu), w, p)
+        bnds["running_var"] = errormodel.running_bound(rv, rv_b, var, v.stat(s.d_v) * factor, w, p)
+    return outs, bnds
+
+
+def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision) -> Evaluation:
+    batch_norm.check_momentum(a["momentum"], a["momentum_on"], a["running_var_estimator"])
+    d = OPS["batch_norm"]
+    if mode == "training_steps":
+        i = _inputs(inputs, (_BN_BASE - {"x"}) | {"xs"}, {"xs", "running_mean", "running_var"}, "batch_norm/training_steps")
+        xs = np.asarray(i["xs"])
+        require(xs.ndim >= 3, "xs.ndim", xs.ndim, ">= 3 (K steps of an (N, C, ...) batch)")
+        rm, rv = (np.asarray(i[k], dtype=EXT) for k in ("running_mean", "running_var"))
+        c = xs.shape[2] if a["layout"] == "channels_first" else xs.shape[-1]
+        batch_norm._check_running("running_mean", rm, c, nonneg=False)
+        batch_norm._check_running("running_var", rv, c, nonneg=True)
+        rm_b = rv_b = np.zeros_like(rm)
+        steps = []
+        for k in range(xs.shape[0]):
+            o, b = _bn_step(xs[k], i, a, p, rm, rv, rm_b, rv_b, k)
+            steps.append((o, b))
+            rm, rv, rm_b, rv_b = o["running_mean"], o["running_var"], b["running_mean"], b["running_var"]
+        keys = ("y", "mean", "var", "running_mean", "running_var")
+        return Evaluation({k: np.stack([s[0][k] for s in steps]) for k in keys},
+                          {k: np.stack([s[1][k] for s in steps]) for k in keys})
+    state, kind = mode.split("_") if "_" in mode else (mode, "forward")
+    extra = {"forward": set(), "vjp": {"dy"}, "jvp": {"tx", "tgamma", "tbeta"}}[kind]
+    need = {"x"} | ({"running_mean", "running_var"} if state == "inference" else set())
+    need |= {"vjp": {"dy"}, "jvp": {"tx"}, "forward": set()}[kind]
+    i = _inputs(inputs, _BN_BASE | extra, need, f"batch_norm/{mode}")
+    v = d.make_view(i, a)
+    if state == "inference":
+        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, given=_bn_given(v, i))
+    elif kind == "forward":
+        require(("running_mean" in i) == ("running_var" in i), "running_mean/running_var",
+                "one given", "both or neither")
+        rm = i.get("running_mean")
+        rv = i.get("running_var")
+        if rm is not None:
+            c = v.x.shape[1]
+            batch_norm._check_running("running_mean", rm, c, nonneg=False)
+            batch_norm._check_running("running_var", rv, c, nonneg=True)
+            rm, rv = np.asarray(rm, dtype=EXT), np.asarray(rv, dtype=EXT)
+        z = None if rm is None else np.zeros_like(rm)
+        o, b = _bn_step(i["x"], i, a, p, rm, rv, z, z, 0)
+        return Evaluation(o, b)
+    else:
+        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+    if kind == "forward":  # inference
+        b = errormodel.forward_bounds(f, p)
+        return Evaluation({"y": v.back(f.y)}, {"y": v.back(_full(b["y"], f.y))})
+    if kind == "vjp":
+        return _vjp_eval(d, v, f, v.to_working(i["dy"]), p)
+    return _jvp_eval(d, v, f, i, p)
+
+
+def modes() -> list[tuple[str, str]]:
+    """Every (op, mode) pair the oracle defines."""
+    return [(o, m) for o, d in OPS.items() for m in d.modes]
+
+
+__all__ = ["Evaluation", "OPS", "OpDef", "OracleInputError", "Precision", "evaluate", "modes"]
