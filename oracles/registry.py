@@ -153,24 +153,26 @@ def _case_params(d: OpDef) -> set[str]:
 
 
 def evaluate(op: str, mode: str, inputs: Mapping[str, np.ndarray], attrs: Mapping,
-             precision: Precision | str) -> Evaluation:
+             precision: Precision | str, *, stats: _core.StatsFn = _core.accurate_stats) -> Evaluation:
     """Reference outputs and error bounds for one case (see the module docstring for names).
 
     Raises OracleInputError for an unknown op or mode, unknown or missing inputs or attributes,
-    and every invalid value the op's typed function rejects.
+    and every invalid value the op's typed function rejects. `stats` replaces the statistics
+    computation (the bug zoo uses it to model broken variance algorithms); bounds stay those of the
+    correct formula.
     """
     d = op_def(op)
     require(mode in d.modes, "mode", repr(mode), f"one of {list(d.modes)} for {op}")
     p = Precision.of(precision) if isinstance(precision, str) else precision
     a = _attrs(d, attrs)
     if op == "batch_norm":
-        return _batch_norm(mode, inputs, a, p)
+        return _batch_norm(mode, inputs, a, p, stats)
     base = {d.x_name} | _case_params(d)
     kind = mode
     if kind == "forward":
         i = _inputs(inputs, base, set(d.required), f"{op}/{mode}")
         v = d.make_view(i, a)
-        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, stats=stats)
         b = errormodel.forward_bounds(f, p)
         outs = {d.y_name: v.back(f.y)}
         bnds = {d.y_name: v.back(_full(b["y"], f.y))}
@@ -183,12 +185,12 @@ def evaluate(op: str, mode: str, inputs: Mapping[str, np.ndarray], attrs: Mappin
     if kind == "vjp":
         i = _inputs(inputs, base | {cot}, set(d.required) | {cot}, f"{op}/{mode}")
         v = d.make_view(i, a)
-        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, stats=stats)
         return _vjp_eval(d, v, f, v.to_working(i[cot]), p)
     tangents = {"t" + d.x_name} | {"t" + n for n in _case_params(d)}
     i = _inputs(inputs, base | tangents, set(d.required) | {"t" + d.x_name}, f"{op}/{mode}")
     v = d.make_view(i, a)
-    f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+    f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, stats=stats)
     return _jvp_eval(d, v, f, i, p)
 
 
@@ -237,10 +239,10 @@ def _bn_given(v: View, i: Mapping):
             np.asarray(i["running_var"], dtype=EXT).reshape(1, c, 1))
 
 
-def _bn_step(x, i: Mapping, a: Mapping, p: Precision, rm, rv, rm_b, rv_b, step: int):
+def _bn_step(x, i: Mapping, a: Mapping, p: Precision, rm, rv, rm_b, rv_b, step: int, stats):
     """One training step: outputs and bounds, running statistics propagated with their bounds."""
     v = batch_norm.view(x, i.get("gamma"), i.get("beta"), layout=a["layout"])
-    f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+    f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, stats=stats)
     b = errormodel.forward_bounds(f, p)
     s = errormodel.stat_errors(f, p)
     outs = {"y": v.back(f.y), "mean": v.stat(f.mean), "var": v.stat(f.v), "rstd": v.stat(f.r)}
@@ -260,7 +262,7 @@ def _bn_step(x, i: Mapping, a: Mapping, p: Precision, rm, rv, rm_b, rv_b, step: 
     return outs, bnds
 
 
-def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision) -> Evaluation:
+def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision, stats) -> Evaluation:
     batch_norm.check_momentum(a["momentum"], a["momentum_on"], a["running_var_estimator"])
     d = OPS["batch_norm"]
     if mode == "training_steps":
@@ -274,7 +276,7 @@ def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision) -> Evaluation
         rm_b = rv_b = np.zeros_like(rm)
         steps = []
         for k in range(xs.shape[0]):
-            o, b = _bn_step(xs[k], i, a, p, rm, rv, rm_b, rv_b, k)
+            o, b = _bn_step(xs[k], i, a, p, rm, rv, rm_b, rv_b, k, stats)
             steps.append((o, b))
             rm, rv, rm_b, rv_b = o["running_mean"], o["running_var"], b["running_mean"], b["running_var"]
         keys = ("y", "mean", "var", "running_mean", "running_var")
@@ -299,10 +301,10 @@ def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision) -> Evaluation
             batch_norm._check_running("running_var", rv, c, nonneg=True)
             rm, rv = np.asarray(rm, dtype=EXT), np.asarray(rv, dtype=EXT)
         z = None if rm is None else np.zeros_like(rm)
-        o, b = _bn_step(i["x"], i, a, p, rm, rv, z, z, 0)
+        o, b = _bn_step(i["x"], i, a, p, rm, rv, z, z, 0, stats)
         return Evaluation(o, b)
     else:
-        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta)
+        f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, stats=stats)
     if kind == "forward":  # inference
         b = errormodel.forward_bounds(f, p)
         return Evaluation({"y": v.back(f.y)}, {"y": v.back(_full(b["y"], f.y))})

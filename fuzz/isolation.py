@@ -1,0 +1,244 @@
+"""Run a runner in a long-lived worker subprocess, so that nothing it does can kill the campaign.
+
+`Worker(spec, runner_id).run(case)` always returns an `Outcome`: a segfault or abort (CRASHED with
+the signal), an exit of the worker (CRASHED with the exit code), a hang past the per-case timeout
+(TIMEOUT), or resident memory above the limit (CRASHED, detail "out of memory ...") each become the
+outcome of that case, and the worker is restarted before the next one. A framework exception is a
+RAISED outcome. An error of normfuzz itself (or of a runner's own code outside `framework_call`) is
+raised as `InternalError`: it is a bug to fix, not a finding.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal as _signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Mapping
+
+import numpy as np
+
+from .outcome import Outcome
+from .wire import PeerClosed, WireError, read_message, write_message
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class InternalError(RuntimeError):
+    """A bug in normfuzz or in a runner's own code (not the framework under test)."""
+
+
+class WorkerSetupError(RuntimeError):
+    """The worker could not start its runner (framework missing, setup raised, no READY)."""
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Worker:
+    """One isolated worker for one runner.
+
+    timeout: seconds a case may take; startup_timeout: seconds for import and setup;
+    memory_mb: resident-memory limit, polled while a case runs (None: no limit);
+    rlimit_mb: address-space limit set inside the worker (allocation then fails in the worker).
+    """
+
+    def __init__(self, spec: str, runner_id: str, *, timeout: float = 60.0, startup_timeout: float = 180.0,
+                 memory_mb: int | None = None, rlimit_mb: int | None = None, env: Mapping[str, str] | None = None):
+        self.spec, self.runner_id = spec, runner_id
+        self.timeout, self.startup_timeout = timeout, startup_timeout
+        self.memory_mb, self.rlimit_mb = memory_mb, rlimit_mb
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.version = ""
+        self.restarts = 0
+        self._fds: tuple[int, int] | None = None
+        self._stderr = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start the worker and wait for READY; raises WorkerSetupError with the reason."""
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        self._stderr = tempfile.TemporaryFile()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}
+        cmd = [sys.executable, "-m", "fuzz.worker", "--spec", self.spec, "--runner", self.runner_id,
+               "--fd-in", str(req_r), "--fd-out", str(rep_w)]
+        if self.rlimit_mb:
+            cmd += ["--memory-mb", str(self.rlimit_mb)]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen(cmd, pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
+                                     start_new_session=True)
+        os.close(req_r)
+        os.close(rep_w)
+        self._fds = (req_w, rep_r)
+        got = self._wait(self.startup_timeout)
+        if got is None:
+            tail = self._stderr_tail()
+            self._kill()
+            raise WorkerSetupError(f"worker for {self.runner_id} did not start within "
+                                   f"{self.startup_timeout:.0f}s{': ' + tail if tail else ''}")
+        if isinstance(got, Outcome):
+            raise WorkerSetupError(f"worker for {self.runner_id} died during setup: {got.detail}")
+        header, _ = got
+        if header["status"] == "SETUP_RAISED":
+            self._kill()
+            raise WorkerSetupError(f"{self.runner_id} setup raised {header['error_type']}: {header['error']}")
+        if header["status"] == "INTERNAL":
+            self._kill()
+            raise InternalError(f"worker for {self.runner_id} failed to start:\n{header['error']}")
+        self.version = header.get("version", "")
+
+    def close(self) -> None:
+        """Ask the worker to exit, and kill it if it does not within a second."""
+        if self.proc is None:
+            return
+        try:
+            write_message(self._fds[0], {"cmd": "exit"})
+            self.proc.wait(timeout=1.0)
+        except (OSError, subprocess.TimeoutExpired, WireError):
+            pass
+        self._kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _kill(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, _signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self._fds:
+            for fd in self._fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if self._stderr is not None:
+            self._stderr.close()
+        self.proc, self._fds, self._stderr = None, None, None
+
+    def _stderr_tail(self, n: int = 2000) -> str:
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.flush()
+            size = self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, size - n))
+            return self._stderr.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    # ---------------------------------------------------------------- one case
+
+    def _death(self, t0: float) -> Outcome:
+        """The worker died: collect its exit status as a CRASHED outcome (case id filled by caller)."""
+        try:
+            rc = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        tail = self._stderr_tail()
+        sig = -rc if rc is not None and rc < 0 else None
+        code = rc if rc is not None and rc >= 0 else None
+        what = (f"killed by signal {sig} ({_signal.Signals(sig).name})" if sig else f"exited with code {code}")
+        self._kill()
+        return Outcome(self.runner_id, "", "CRASHED", detail=f"worker {what}" + (f"; stderr: {tail}" if tail else ""),
+                       seconds=time.perf_counter() - t0, exit_code=code, signal=sig)
+
+    def _wait(self, timeout: float):
+        """Wait for one reply: (header, arrays), or an Outcome for death/timeout/memory, or None on
+        timeout (the caller decides what a timeout means)."""
+        t0 = time.perf_counter()
+        deadline = t0 + timeout
+        fd = self._fds[1]
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], min(left, 0.05))
+            if ready:
+                try:
+                    return read_message(fd)
+                except (PeerClosed, WireError):
+                    return self._death(t0)
+            if self.proc.poll() is not None:
+                return self._death(t0)
+            if self.memory_mb:
+                rss = _rss_bytes(self.proc.pid)
+                if rss > self.memory_mb * 1024 * 1024:
+                    self._kill()
+                    return Outcome(self.runner_id, "", "CRASHED", signal=int(_signal.SIGKILL),
+                                   detail=f"out of memory: worker resident memory {rss >> 20} MiB exceeded "
+                                          f"the limit of {self.memory_mb} MiB; killed",
+                                   seconds=time.perf_counter() - t0)
+
+    def run(self, case, *, expected: Mapping[str, tuple[int, ...]] | None = None) -> Outcome:
+        """Run `case`; always an Outcome (see module docstring). `expected` maps output names to
+        shapes: an unknown name or a wrong shape is BAD_OUTPUT."""
+        if self.proc is None:
+            if self._fds is None and self.version:
+                self.restarts += 1
+            self.start()
+        t0 = time.perf_counter()
+        try:
+            write_message(self._fds[0], {"case": case.to_json()})
+        except (BrokenPipeError, OSError):
+            o = self._death(t0)
+            return _with_case(o, case.id)
+        got = self._wait(self.timeout)
+        if got is None:
+            self._kill()
+            return Outcome(self.runner_id, case.id, "TIMEOUT", detail=f"no answer within {self.timeout:g}s; worker killed",
+                           seconds=time.perf_counter() - t0)
+        if isinstance(got, Outcome):
+            return _with_case(got, case.id)
+        header, arrays = got
+        status = header["status"]
+        if status == "INTERNAL":
+            raise InternalError(f"{self.runner_id} on case {case.id} ({case.summary()}):\n{header['error']}")
+        secs = float(header.get("seconds", time.perf_counter() - t0))
+        if status == "OK":
+            bad = _check_expected(arrays, expected, case)
+            if bad:
+                return Outcome(self.runner_id, case.id, "BAD_OUTPUT", detail=bad, seconds=secs)
+            return Outcome(self.runner_id, case.id, "OK", outputs=arrays, seconds=secs)
+        return Outcome(self.runner_id, case.id, status, error_type=header.get("error_type", ""),
+                       error=header.get("error", ""), detail=header.get("detail", ""), seconds=secs)
+
+
+def _with_case(o: Outcome, case_id: str) -> Outcome:
+    d = {k: getattr(o, k) for k in o.__dataclass_fields__}
+    d["case_id"] = case_id
+    return Outcome(**d)
+
+
+def _check_expected(arrays: Mapping[str, np.ndarray], expected, case) -> str | None:
+    if expected is None:
+        return None
+    for k, v in arrays.items():
+        if k not in expected:
+            return f"output {k!r} is not an output of {case.op}/{case.mode} (expected some of {sorted(expected)})"
+        if tuple(v.shape) != tuple(expected[k]):
+            return f"output {k!r} has shape {tuple(v.shape)}, expected {tuple(expected[k])}"
+        if v.dtype.kind != "f":
+            return f"output {k!r} has dtype {v.dtype}, expected a floating dtype"
+    return None

@@ -1,0 +1,105 @@
+"""The isolated worker: one process running one runner, case after case (`python -m fuzz.worker`).
+
+Started by `fuzz.isolation.Worker` with two pipe file descriptors (requests in, replies out) and the
+runner's factory spec and id. It imports the factory, calls the runner's `setup()`, then answers
+each request. Replies: OK with outputs, RAISED (framework exception: type and message), UNSUPPORTED
+(reason), BAD_OUTPUT (the runner returned a non-array or unknown kind of value), INTERNAL (a bug of
+normfuzz or of the runner's own code outside `framework_call`: traceback included; the parent raises).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+
+def _check_outputs(outputs) -> str | None:
+    if not isinstance(outputs, dict):
+        return f"run() returned {type(outputs).__name__}, expected dict of output name -> numpy array"
+    for k, v in outputs.items():
+        if not isinstance(k, str):
+            return f"output name {k!r} is not a string"
+        if not isinstance(v, np.ndarray):
+            return f"output {k!r} is {type(v).__name__}, expected numpy.ndarray"
+        if v.dtype.kind not in "fiub":
+            return f"output {k!r} has dtype {v.dtype}, expected a numeric dtype"
+    return None
+
+
+def serve(spec: str, runner_id: str, fd_in: int, fd_out: int) -> int:
+    from fuzz.case import Case
+    from fuzz.runners import load_factory
+    from fuzz.runners.base import FrameworkRaised, Unsupported
+    from fuzz.wire import PeerClosed, read_message, write_message
+
+    def internal(msg: str) -> None:
+        write_message(fd_out, {"status": "INTERNAL", "error": msg})
+
+    try:
+        runners = {r.id: r for r in load_factory(spec)}
+        if runner_id not in runners:
+            internal(f"factory {spec} has no runner {runner_id!r} (has {sorted(runners)})")
+            return 3
+        runner = runners[runner_id]
+        runner.setup()
+        version = runner.version()
+    except FrameworkRaised as e:
+        write_message(fd_out, {"status": "SETUP_RAISED", "error_type": e.exc_type, "error": e.message})
+        return 0
+    except BaseException:  # noqa: BLE001
+        internal(traceback.format_exc())
+        return 3
+    write_message(fd_out, {"status": "READY", "version": version, "pid": os.getpid()})
+    while True:
+        try:
+            header, arrays = read_message(fd_in)
+        except PeerClosed:
+            return 0
+        if header.get("cmd") == "exit":
+            return 0
+        t0 = time.perf_counter()
+        try:
+            case = Case.from_json(header["case"], check_id=False)
+            try:
+                outputs = runner.run(case)
+            except Unsupported as e:
+                write_message(fd_out, {"status": "UNSUPPORTED", "detail": str(e),
+                                       "seconds": time.perf_counter() - t0})
+                continue
+            except FrameworkRaised as e:
+                write_message(fd_out, {"status": "RAISED", "error_type": e.exc_type, "error": e.message,
+                                       "seconds": time.perf_counter() - t0})
+                continue
+            seconds = time.perf_counter() - t0
+            bad = _check_outputs(outputs)
+            if bad:
+                write_message(fd_out, {"status": "BAD_OUTPUT", "detail": bad, "seconds": seconds})
+            else:
+                write_message(fd_out, {"status": "OK", "seconds": seconds}, outputs)
+        except BaseException:  # noqa: BLE001 - anything else is ours (or the runner author's)
+            internal(traceback.format_exc())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--spec", required=True)
+    p.add_argument("--runner", required=True)
+    p.add_argument("--fd-in", type=int, required=True)
+    p.add_argument("--fd-out", type=int, required=True)
+    p.add_argument("--memory-mb", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.memory_mb:
+        import resource
+
+        lim = a.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+    return serve(a.spec, a.runner, a.fd_in, a.fd_out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

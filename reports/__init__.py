@@ -1,0 +1,1 @@
+"""HTML reports built from the findings store (never from live objects)."""

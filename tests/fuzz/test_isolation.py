@@ -1,0 +1,109 @@
+"""Isolation: every way a runner can fail becomes the right Outcome, the worker comes back, and the
+next case runs (plug-in runners from tests/fuzz/faulty_runners.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fuzz.case import Case
+from fuzz.isolation import InternalError, Worker, WorkerSetupError
+from tests.fuzz.faulty_runners import TRIGGER_EPS
+
+SPEC = "tests.fuzz.faulty_runners:runners"
+
+
+def ln_case(eps=1e-5, seed=0):
+    x = np.random.default_rng(seed).normal(size=(3, 8)).astype(np.float32)
+    return Case(op="layer_norm", mode="forward", dtype="float32", inputs={"x": x},
+                attrs={"eps": eps, "normalized_ndim": 1})
+
+
+EXPECTED = {"y": (3, 8), "mean": (3,), "rstd": (3,)}
+
+
+def run_pair(fault: str, **kw):
+    """A good case, the faulty case, then a good case again on one 'sometimes' worker."""
+    with Worker(SPEC, f"faulty.{fault}.sometimes", **kw) as w:
+        before = w.run(ln_case(), expected=EXPECTED)
+        bad = w.run(ln_case(eps=TRIGGER_EPS, seed=1), expected=EXPECTED)
+        after = w.run(ln_case(seed=2), expected=EXPECTED)
+    assert before.status == "OK" and after.status == "OK", (before, after)
+    assert bad.case_id == ln_case(eps=TRIGGER_EPS, seed=1).id
+    assert bad.seconds >= 0
+    return bad
+
+
+@pytest.mark.parametrize("fault,signal", [("segfault", 11), ("abort", 6), ("kill_self", 9)])
+def test_signals_become_crashed_outcomes(fault, signal):
+    o = run_pair(fault)
+    assert o.status == "CRASHED" and o.signal == signal and o.exit_code is None
+    assert "signal" in o.detail
+
+
+def test_exit_becomes_crashed_with_exit_code():
+    o = run_pair("exit")
+    assert o.status == "CRASHED" and o.exit_code == 7 and o.signal is None
+
+
+def test_hang_becomes_timeout():
+    o = run_pair("hang", timeout=2.0)
+    assert o.status == "TIMEOUT" and "2s" in o.detail
+    assert 1.9 <= o.seconds < 30
+
+
+def test_memory_exhaustion_becomes_crashed():
+    o = run_pair("oom", memory_mb=400)
+    assert o.status == "CRASHED" and "out of memory" in o.detail
+
+
+def test_raise_becomes_raised_with_type_and_message():
+    o = run_pair("raise")
+    assert o.status == "RAISED" and o.error_type == "builtins.RuntimeError"
+    assert "<script>" in o.error  # kept verbatim; escaping is the report's job
+
+
+@pytest.mark.parametrize("fault,words", [("wrong_shape", "shape"), ("wrong_dtype", "dtype"),
+                                         ("not_array", "list"), ("unknown_output", "'z'")])
+def test_bad_outputs(fault, words):
+    o = run_pair(fault)
+    assert o.status == "BAD_OUTPUT" and words in o.detail
+
+
+def test_internal_error_surfaces_loudly():
+    with Worker(SPEC, "faulty.internal") as w:
+        with pytest.raises(InternalError, match="KeyError"):
+            w.run(ln_case())
+
+
+def test_slow_leak_is_caught_by_the_memory_limit_and_the_worker_restarts():
+    statuses = []
+    with Worker(SPEC, "faulty.leak", memory_mb=450) as w:
+        for i in range(40):
+            statuses.append(w.run(ln_case(seed=i), expected=EXPECTED).status)
+            if "CRASHED" in statuses and statuses[-1] == "OK":
+                break
+    assert "CRASHED" in statuses and statuses[-1] == "OK", statuses
+
+
+def test_unknown_runner_id_is_a_setup_error():
+    with pytest.raises(InternalError, match="has no runner"):
+        Worker(SPEC, "faulty.nope").start()
+
+
+def test_unimportable_factory_is_a_setup_error():
+    with pytest.raises((WorkerSetupError, InternalError), match="no_such_module"):
+        Worker("no_such_module:runners", "x", startup_timeout=60).start()
+
+
+def test_ok_outcome_matches_in_process_result():
+    from tests.fuzz.faulty_runners import layer_norm_outputs
+
+    c = ln_case(seed=5)
+    with Worker(SPEC, "faulty.none") as w:
+        o = w.run(c, expected=EXPECTED)
+        assert w.version == "0.0-test"
+    want = layer_norm_outputs(c)
+    assert o.status == "OK"
+    for k in want:
+        np.testing.assert_array_equal(o.outputs[k], want[k])
