@@ -104,10 +104,75 @@ def _variant_record(variant: object) -> dict[str, object]:
 
 
 # --------------------------------------------------------------------------------------------------
+# backends
+
+
+def _configure_backends(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runner", action="append", default=[], metavar="MODULE:FACTORY",
+                        help="also load the runners of this plug-in factory (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the listing as JSON")
+    parser.add_argument("--matrix", action="store_true",
+                        help="print each runner's op/mode x dtype support matrix with reasons")
+
+
+def _runner_listing(runner) -> dict[str, object]:
+    """Availability, version and support matrix of one runner (imports its framework if present)."""
+    reason = runner.available()
+    version_ = ""
+    if reason is None:
+        try:
+            version_ = runner.version()
+        except Exception as exc:  # noqa: BLE001 - a framework that fails to import is unavailable
+            reason = f"{runner.framework_module} failed to import: {type(exc).__name__}: {exc}"
+    matrix = {}
+    for op, modes in sorted(runner.ops.items()):
+        for mode in modes:
+            matrix[f"{op}/{mode}"] = {dt: runner.supports(op, mode, dt, {}) for dt in
+                                      ("float16", "bfloat16", "float32", "float64")}
+    return {"id": runner.id, "framework": runner.framework, "available": reason is None,
+            "reason": reason or "", "version": version_, "matrix": matrix,
+            "conventions": runner.conventions.to_dict()}
+
+
+def _run_backends(args: argparse.Namespace) -> int:
+    from fuzz.runners import RunnerSpecError, discover
+
+    broken: dict[str, str] = {}
+    try:
+        found = discover(args.runner, broken=broken)
+    except RunnerSpecError as exc:
+        raise CommandError(str(exc)) from exc
+    rows = [dict(_runner_listing(r), factory=spec) for spec, r in
+            sorted(found.values(), key=lambda sr: sr[1].id)]
+    out = sys.stdout
+    if args.json:
+        json.dump({"runners": rows, "broken_factories": broken}, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return EXIT_OK
+    for spec, why in sorted(broken.items()):
+        out.write(f"factory {spec} failed to load: {why}\n")
+    short = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
+    for r in rows:
+        state = f"available  {r['framework']} {r['version']}" if r["available"] else f"UNAVAILABLE  {r['reason']}"
+        n_ok = sum(v is None for m in r["matrix"].values() for v in m.values())
+        out.write(f"{r['id']:<24} {state}  ({n_ok} op/mode/dtype combinations; factory {r['factory']})\n")
+        if args.matrix:
+            for key, per in r["matrix"].items():
+                cells = " ".join(f"{short[d]}:{'yes' if why is None else 'no'}" for d, why in per.items())
+                out.write(f"    {key:<34} {cells}\n")
+                for d, why in per.items():
+                    if why is not None and not why.startswith(f"{r['id']} has no code path"):
+                        out.write(f"        {short[d]}: {why}\n")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
 # The one place subcommands are registered (campaign, repro, selftest, report, backends go here).
 
 COMMANDS: tuple[Command, ...] = (
     Command("bugzoo", "list the bug zoo's known-buggy variants", _configure_bugzoo, _run_bugzoo),
+    Command("backends", "list every runner: availability, framework version, supported ops/modes/dtypes",
+            _configure_backends, _run_backends),
 )
 
 
@@ -127,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `normfuzz` with `argv` (default: `sys.argv[1:]`) and return the exit code."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # plug-in factories are found from the current folder, as with `python -m`
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

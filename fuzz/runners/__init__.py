@@ -68,14 +68,25 @@ def entry_point_specs() -> dict[str, str]:
     return specs
 
 
-def discover(extra_specs: Iterable[str] = ()) -> dict[str, tuple[str, Runner]]:
+def discover(extra_specs: Iterable[str] = (), *, broken: dict[str, str] | None = None
+             ) -> dict[str, tuple[str, Runner]]:
     """runner id -> (factory spec, runner) for every registered and extra factory.
 
+    An explicitly given spec that fails to load raises RunnerSpecError. A registered entry point
+    that fails to load is recorded in `broken` (spec -> reason) when given, else raises.
     Duplicate runner ids across factories raise RunnerSpecError naming both factories.
     """
     found: dict[str, tuple[str, Runner]] = {}
-    for spec in list(entry_point_specs().values()) + list(extra_specs):
-        for r in load_factory(spec):
+    extra = list(extra_specs)
+    for spec in list(entry_point_specs().values()) + extra:
+        try:
+            made = load_factory(spec)
+        except RunnerSpecError as exc:
+            if broken is None or spec in extra:
+                raise
+            broken[spec] = str(exc)
+            continue
+        for r in made:
             if r.id in found and found[r.id][0] != spec:
                 raise RunnerSpecError(f"runner id {r.id!r} is defined by both {found[r.id][0]} and {spec}")
             found[r.id] = (spec, r)
