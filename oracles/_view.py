@@ -32,9 +32,12 @@ class View:
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # original shapes
     param_work_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
-    def to_working(self, a) -> np.ndarray:
-        """An array shaped like the original input (dy, tx), in the working view, EXT."""
+    def to_working(self, a, name: str = "array") -> np.ndarray:
+        """An array shaped like the original input (dy, tx), in the working view, EXT; `name`
+        names it in the error raised for a shape other than the input's."""
         a = np.asarray(a, dtype=EXT)
+        original = self.pre_shape if self.perm is None else tuple(self.pre_shape[i] for i in np.argsort(self.perm))
+        require(a.shape == tuple(original), f"{name}.shape", a.shape, f"the input's shape {tuple(original)}")
         if self.perm is not None:
             a = np.transpose(a, self.perm)
         return a.reshape(self.x.shape)
@@ -65,7 +68,10 @@ class View:
         """A tangent/cotangent of parameter `name` in its working broadcast shape."""
         if a is None:
             return None
-        return np.asarray(a, dtype=EXT).reshape(self.param_work_shapes[name])
+        require(name in self.param_shapes, f"tangent of {name}", "given", f"no tangent: the case has no {name}")
+        a = np.asarray(a, dtype=EXT)
+        require(a.shape == self.param_shapes[name], f"tangent of {name}.shape", a.shape, f"{self.param_shapes[name]}")
+        return a.reshape(self.param_work_shapes[name])
 
     def param_grad(self, name: str, full: np.ndarray) -> np.ndarray:
         """Reduce a working-view full gradient to parameter `name`'s original shape."""
@@ -98,6 +104,7 @@ def as_array(name: str, a, *, ndim_min: int = 0) -> np.ndarray:
     require(a.dtype.kind == "f" or a.dtype.name == "bfloat16", f"{name}.dtype", a.dtype,
             "a floating dtype")
     require(a.ndim >= ndim_min, f"{name}.ndim", a.ndim, f">= {ndim_min}")
+    require(a.size > 0, f"{name}.shape", a.shape, "a non-empty array")
     return a
 
 
@@ -109,14 +116,24 @@ def check_param(name: str, a, shape: tuple[int, ...]) -> None:
 
 
 def check_eps(eps) -> float:
+    ok = isinstance(eps, (int, float, np.floating, np.integer)) and not isinstance(eps, (bool, np.bool_))
+    require(ok, "eps", repr(eps), "a real number")
     eps = float(eps)
     require(eps >= 0 and np.isfinite(eps), "eps", eps, "a finite number >= 0")
     return eps
 
 
+def check_int(name: str, value, *, minimum: int) -> int:
+    """An integer >= minimum (bools and non-integral floats refused)."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    require(ok, name, repr(value), f"an integer >= {minimum}")
+    require(int(value) >= minimum, name, value, f"an integer >= {minimum}")
+    return int(value)
+
+
 def grads(v: View, f: _core.Forward, dy) -> dict[str, np.ndarray]:
     """VJP in the op's own shapes: {"x": ..., "gamma": ..., "beta": ...} (parameters present only)."""
-    dx, dg, db = _core.vjp(f, v.to_working(dy))
+    dx, dg, db = _core.vjp(f, v.to_working(dy, "dy"))
     out = {"x": v.back(dx)}
     if v.gamma is not None:
         out["gamma"] = v.param_grad("gamma", dg)
@@ -127,5 +144,5 @@ def grads(v: View, f: _core.Forward, dy) -> dict[str, np.ndarray]:
 
 def tangent(v: View, f: _core.Forward, tx, tgamma=None, tbeta=None) -> np.ndarray:
     """JVP in the op's own shapes: the tangent of y along (tx, tgamma, tbeta)."""
-    return v.back(_core.jvp(f, v.to_working(tx), v.param_to_working("gamma", tgamma),
+    return v.back(_core.jvp(f, v.to_working(tx, "tx"), v.param_to_working("gamma", tgamma),
                             v.param_to_working("beta", tbeta)))

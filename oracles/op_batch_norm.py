@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _core
 from ._core import Norm, accurate_stats
-from ._view import View, as_array, channels_first_perm, check_eps, check_param, grads, tangent
+from ._view import View, as_array, channels_first_perm, check_eps, check_int, check_param, grads, tangent
 from .dtypes import EXT
 from .errors import require
 
@@ -51,7 +51,8 @@ def _check_running(name: str, a, c: int, *, nonneg: bool) -> None:
     check_param(name, a, (c,))
     if nonneg and a is not None:
         a = np.asarray(a, dtype=EXT)
-        require(not np.any(a < 0), name, f"array with minimum {a[~np.isnan(a)].min()}", "values >= 0")
+        if np.any(a < 0):
+            require(False, name, f"array with minimum {np.nanmin(a)}", "values >= 0")
 
 
 def _inference_forward(x, running_mean, running_var, gamma, beta, eps, layout):
@@ -95,8 +96,9 @@ class BatchNormTraining:
 
 def check_momentum(momentum, momentum_on, running_var_estimator) -> None:
     if momentum is not None:
-        m = float(momentum)
-        require(0.0 <= m <= 1.0, "momentum", momentum, "a number in [0, 1] or None (cumulative average)")
+        ok = isinstance(momentum, (int, float, np.floating, np.integer)) and not isinstance(momentum, (bool, np.bool_))
+        require(ok and 0.0 <= float(momentum) <= 1.0, "momentum", repr(momentum),
+                "a number in [0, 1] or None (cumulative average)")
     require(momentum_on in MOMENTUM_ON, "momentum_on", repr(momentum_on), f"one of {MOMENTUM_ON}")
     require(running_var_estimator in ESTIMATORS, "running_var_estimator", repr(running_var_estimator),
             f"one of {ESTIMATORS}")
@@ -149,6 +151,7 @@ def batch_norm_training(x, gamma=None, beta=None, running_mean=None, running_var
     estimator with n = 1, and for running statistics of the wrong shape or negative variance.
     """
     check_momentum(momentum, momentum_on, running_var_estimator)
+    num_batches_tracked = check_int("num_batches_tracked", num_batches_tracked, minimum=0)
     v, f = _training_forward(x, gamma, beta, eps, layout, _stats)
     c = v.x.shape[1]
     _check_running("running_mean", running_mean, c, nonneg=False)
@@ -289,6 +292,8 @@ def derivative_bounds(dlower, dupper, running_mean, running_var, gamma=None, bet
     diag(scale), so the result is scale * [dlower, dupper] (endpoints swapped where scale < 0)."""
     lo = as_array("dlower", dlower, ndim_min=2)
     hi = as_array("dupper", dupper, ndim_min=2)
+    require(lo.shape == hi.shape, "dupper.shape", hi.shape, f"dlower.shape {lo.shape}")
+    require(bool(np.all(lo <= hi)), "dlower", "values above dupper", "dlower <= dupper elementwise")
     scale, _ = affine_params(running_mean, running_var, gamma, beta, eps=eps)
     s = scale.reshape(_channel_shape(lo, layout))
     a, b = s * lo.astype(EXT), s * hi.astype(EXT)

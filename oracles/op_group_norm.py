@@ -29,8 +29,8 @@ def view(x, num_groups: int, gamma=None, beta=None, *, layout="channels_first",
     perm = channels_first_perm(x.ndim, layout)
     xc = x if perm is None else np.transpose(x, perm)
     n, c = xc.shape[0], xc.shape[1]
-    require(isinstance(num_groups, (int, np.integer)) and num_groups >= 1, "num_groups", num_groups,
-            "a positive integer")
+    ok = isinstance(num_groups, (int, np.integer)) and not isinstance(num_groups, (bool, np.bool_))
+    require(ok and num_groups >= 1, "num_groups", repr(num_groups), "a positive integer")
     require(c % num_groups == 0, "num_groups", f"{num_groups} (channels={c})",
             f"a divisor of channels={c}")
     require(affine in AFFINE, "affine", repr(affine), f"one of {AFFINE}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._core import EPS_MODES as _ALL_EPS_MODES
 from ._core import accurate_stats
 from ._view import as_array, check_eps, grads, tangent
 from .errors import require
@@ -53,7 +52,10 @@ def l2_normalize_jvp(x, tx, *, axes=(-1,), eps: float = 1e-12, eps_mode="max_nor
 
 
 def weight_view(v, g, *, dim: int = 0, eps_mode: str = "none"):
+    require(eps_mode in EPS_MODES, "eps_mode", repr(eps_mode), f"one of {EPS_MODES}")
     v = as_array("v", v, ndim_min=1)
+    ok = isinstance(dim, (int, np.integer)) and not isinstance(dim, (bool, np.bool_))
+    require(ok, "dim", repr(dim), "an integer")
     require(-v.ndim <= dim < v.ndim, "dim", dim, f"in [{-v.ndim}, {v.ndim - 1}]")
     dim = dim % v.ndim
     g = as_array("g", g)
@@ -65,8 +67,6 @@ def weight_view(v, g, *, dim: int = 0, eps_mode: str = "none"):
 
 
 def _weight_forward(v, g, dim, eps, eps_mode, stats=accurate_stats):
-    require(eps_mode in _ALL_EPS_MODES and eps_mode != "outside", "eps_mode", repr(eps_mode),
-            f"one of {EPS_MODES}")
     w = weight_view(v, g, dim=dim, eps_mode=eps_mode)
     return w, _core.forward(w.x, w.norm, check_eps(eps), w.gamma, stats=stats)
 

@@ -25,22 +25,27 @@ def trailing_ndim(ndim: int, normalized_ndim: int | None, axis: int | None) -> i
     require((normalized_ndim is None) != (axis is None), "normalized_ndim/axis",
             f"{normalized_ndim}/{axis}", "exactly one of them")
     if axis is not None:
+        ok = isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_))
+        require(ok, "axis", repr(axis), "an integer")
         require(-ndim <= axis < ndim, "axis", axis, f"in [{-ndim}, {ndim - 1}] for rank {ndim}")
         return ndim - (axis % ndim)
-    require(1 <= normalized_ndim <= ndim, "normalized_ndim", normalized_ndim, f"in [1, {ndim}]")
+    ok = isinstance(normalized_ndim, (int, np.integer)) and not isinstance(normalized_ndim, (bool, np.bool_))
+    require(ok and 1 <= normalized_ndim <= ndim, "normalized_ndim", repr(normalized_ndim), f"an integer in [1, {ndim}]")
     return int(normalized_ndim)
 
 
-def trailing_view(x, weight_names, weights, *, normalized_ndim, axis, centered: bool) -> View:
-    """(P, Q) working view normalizing the trailing k dims; parameters of shape x.shape[-k:]."""
+def trailing_view(x, weight_names, weights, *, normalized_ndim, axis, centered: bool,
+                  keys=("gamma", "beta")) -> View:
+    """(P, Q) working view normalizing the trailing k dims; parameters of shape x.shape[-k:].
+    `weight_names` name the parameters in messages, `keys` in the view (gamma, beta)."""
     x = as_array("x", x, ndim_min=1)
     k = trailing_ndim(x.ndim, normalized_ndim, axis)
     lead, norm = x.shape[: x.ndim - k], x.shape[x.ndim - k:]
     q = int(np.prod(norm))
     v = View(x.astype(EXT).reshape(-1, q), Norm(axes=(1,), centered=centered), None, x.shape, lead)
-    for name, w in zip(weight_names, weights):
+    for name, key, w in zip(weight_names, keys, weights):
         check_param(name, w, norm)
-        v.add_param(name, w, (1, q))
+        v.add_param(key, w, (1, q))
     return v
 
 

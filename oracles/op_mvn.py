@@ -20,6 +20,11 @@ EPS_MODES = ("inside", "outside", "none")
 
 
 def normalize_axes(axes, ndim: int) -> tuple[int, ...]:
+    if isinstance(axes, (int, np.integer)) and not isinstance(axes, (bool, np.bool_)):
+        axes = (axes,)
+    ok = isinstance(axes, (tuple, list)) and all(
+        isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_)) for a in axes)
+    require(ok, "axes", repr(axes), "an integer or a sequence of integers")
     axes = tuple(int(a) for a in axes)
     require(len(axes) > 0, "axes", axes, "at least one axis")
     for a in axes:

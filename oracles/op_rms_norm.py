@@ -19,8 +19,8 @@ from .op_layer_norm import trailing_view
 
 
 def view(x, weight=None, *, normalized_ndim=None, axis=None):
-    return trailing_view(x, ("gamma",), (weight,), normalized_ndim=normalized_ndim, axis=axis,
-                         centered=False)
+    return trailing_view(x, ("weight",), (weight,), normalized_ndim=normalized_ndim, axis=axis,
+                         centered=False, keys=("gamma",))
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from . import op_l2_norm as l2_norm
 from . import op_layer_norm as layer_norm
 from . import op_mvn as mvn
 from . import op_rms_norm as rms_norm
-from ._view import View, check_eps
+from ._view import View, check_eps, check_int, check_layout
 from .dtypes import EXT
 from .errormodel import Precision
 from .errors import OracleInputError, require
@@ -68,6 +68,7 @@ class OpDef:
     attrs: tuple[str, ...] = ()                            # attrs the op accepts
     defaults: dict = field(default_factory=dict)
     required: frozenset = frozenset({"x"})                 # required case inputs (forward)
+    required_attrs: tuple[str, ...] = ()
 
 
 def _bn_view(i, a):
@@ -102,7 +103,7 @@ OPS: dict[str, OpDef] = {
                                      layout=a.get("layout", "channels_first"),
                                      affine=a.get("affine", "per_channel")),
         params={"gamma": "gamma", "beta": "beta"}, stats={"mean": "mean", "rstd": "r"},
-        attrs=("eps", "num_groups", "layout", "affine")),
+        attrs=("eps", "num_groups", "layout", "affine"), required_attrs=("num_groups",)),
     "instance_norm": OpDef(
         "instance_norm", ("forward", "vjp", "jvp"),
         lambda i, a: instance_norm.view(i["x"], i.get("gamma"), i.get("beta"),
@@ -136,7 +137,11 @@ def _attrs(d: OpDef, attrs: Mapping) -> dict:
     out = dict(d.defaults)
     out.update(attrs)
     require("eps" in out, "eps", None, f"an eps attribute for {d.name}")
+    for name in d.required_attrs:
+        require(name in out, name, None, f"a {name} attribute for {d.name}")
     out["eps"] = check_eps(out["eps"])
+    if "num_batches_tracked" in out:
+        out["num_batches_tracked"] = check_int("num_batches_tracked", out["num_batches_tracked"], minimum=0)
     return out
 
 
@@ -186,7 +191,7 @@ def evaluate(op: str, mode: str, inputs: Mapping[str, np.ndarray], attrs: Mappin
         i = _inputs(inputs, base | {cot}, set(d.required) | {cot}, f"{op}/{mode}")
         v = d.make_view(i, a)
         f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, stats=stats)
-        return _vjp_eval(d, v, f, v.to_working(i[cot]), p)
+        return _vjp_eval(d, v, f, v.to_working(i[cot], cot), p)
     tangents = {"t" + d.x_name} | {"t" + n for n in _case_params(d)}
     i = _inputs(inputs, base | tangents, set(d.required) | {"t" + d.x_name}, f"{op}/{mode}")
     v = d.make_view(i, a)
@@ -213,7 +218,7 @@ def _vjp_eval(d: OpDef, v: View, f, dy_w, p: Precision) -> Evaluation:
 
 
 def _jvp_eval(d: OpDef, v: View, f, i: Mapping, p: Precision) -> Evaluation:
-    tx = v.to_working(i["t" + d.x_name])
+    tx = v.to_working(i["t" + d.x_name], "t" + d.x_name)
     tg = v.param_to_working("gamma", i.get("t" + d.params["gamma"])) if "gamma" in d.params and "gamma" in v.params else None
     tb = v.param_to_working("beta", i.get("t" + d.params["beta"])) if "beta" in d.params and "beta" in v.params else None
     ty = _core.jvp(f, tx, tg, tb)
@@ -269,6 +274,7 @@ def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision, stats) -> Eva
         i = _inputs(inputs, (_BN_BASE - {"x"}) | {"xs"}, {"xs", "running_mean", "running_var"}, "batch_norm/training_steps")
         xs = np.asarray(i["xs"])
         require(xs.ndim >= 3, "xs.ndim", xs.ndim, ">= 3 (K steps of an (N, C, ...) batch)")
+        check_layout(a["layout"])
         rm, rv = (np.asarray(i[k], dtype=EXT) for k in ("running_mean", "running_var"))
         c = xs.shape[2] if a["layout"] == "channels_first" else xs.shape[-1]
         batch_norm._check_running("running_mean", rm, c, nonneg=False)
@@ -309,7 +315,7 @@ def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision, stats) -> Eva
         b = errormodel.forward_bounds(f, p)
         return Evaluation({"y": v.back(f.y)}, {"y": v.back(_full(b["y"], f.y))})
     if kind == "vjp":
-        return _vjp_eval(d, v, f, v.to_working(i["dy"]), p)
+        return _vjp_eval(d, v, f, v.to_working(i["dy"], "dy"), p)
     return _jvp_eval(d, v, f, i, p)
 
 
