@@ -234,7 +234,7 @@ def jvp(f: Forward, tx: np.ndarray, tgamma=None, tbeta=None) -> np.ndarray:
             ns = f.n if norm.divisor == "mean" else 1
             dc = _center(tx, axes, norm.centered)
             rp = rscale_derivative(f.v, f.r, f.eps, norm.eps_mode)
-            dr = rp * (2 / ns) * np.sum(f.c * dc, axis=axes, keepdims=True)
+            dr = rp * (EXT(2) / ns) * np.sum(f.c * dc, axis=axes, keepdims=True)
             d = dc * f.r + f.c * dr
         ty = d if f.gamma is None else d * f.gamma
         if tgamma is not None:

@@ -7,7 +7,8 @@ l2_normalize: y = x * r with s = sum_axes(x**2) and the eps convention `eps_mode
     "max_sumsq" r = 1/sqrt(max(s, eps))       (tf.math.l2_normalize, epsilon=1e-12)
 
 weight_norm (Salimans & Kingma 2016; torch.nn.utils.parametrizations.weight_norm):
-    w = g * v / ||v||   the norm over every dim except `dim` (dim=0: one norm per output row);
+    w = g * v / ||v||   the norm over every dim except `dim` (dim=0: one norm per output row; for a
+                        1-D v, over no dim: ||v_i|| = |v_i|, so w = g * sign(v));
     g has v.shape[dim] entries (any shape with that many elements, e.g. (out, 1, ..., 1)).
 """
 
@@ -17,7 +18,9 @@ import numpy as np
 
 from . import _core
 from ._core import accurate_stats
-from ._view import as_array, check_eps, grads, tangent
+from ._core import Norm
+from ._view import View, as_array, check_eps, grads, tangent
+from .dtypes import EXT
 from .errors import require
 from .op_mvn import axes_view
 
@@ -60,8 +63,12 @@ def weight_view(v, g, *, dim: int = 0, eps_mode: str = "none"):
     dim = dim % v.ndim
     g = as_array("g", g)
     require(g.size == v.shape[dim], "g.size", g.size, f"v.shape[{dim}] = {v.shape[dim]}")
-    axes = tuple(i for i in range(v.ndim) if i != dim) or (dim,)
-    w = axes_view(v, axes, centered=False, divisor="sum", eps_mode=eps_mode)
+    axes = tuple(i for i in range(v.ndim) if i != dim)
+    if axes:
+        w = axes_view(v, axes, centered=False, divisor="sum", eps_mode=eps_mode)
+    else:  # a vector: the norm over no dim is |v_i| per element (torch._weight_norm: g * sign(v))
+        w = View(v.astype(EXT), Norm(axes=(), centered=False, divisor="sum", eps_mode=eps_mode), None,
+                 v.shape, v.shape)
     w.add_param("gamma", g, tuple(v.shape[i] if i == dim else 1 for i in range(v.ndim)))
     return w
 
