@@ -66,6 +66,8 @@ class Conventions:
     batch_of_one: what a reduction set of one element does in training: "raises", "normalizes"
         (output beta), or None.
     accumulation: accumulation format per input format (feeds the error model's Precision).
+    elementwise: format of the elementwise arithmetic per input format (None: the accumulation
+        format); a path that honestly rounds its intermediates to a half format says so here.
     nan_propagation: "set" (a NaN in a reduction set makes the set's outputs NaN) or "ieee".
     sources: documentation links the declarations were taken from.
     """
@@ -80,13 +82,22 @@ class Conventions:
     batch_of_one: str | None = None
     accumulation: Mapping[str, str] = field(default_factory=lambda: {
         "float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"})
+    elementwise: Mapping[str, str] | None = None
     nan_propagation: str = "set"
     sources: tuple[str, ...] = ()
     notes: str = ""
 
+    def precision(self, dtype: str):
+        """The error model's `Precision` for cases of format `dtype` on this path."""
+        from oracles.errormodel import Precision
+
+        ew = None if self.elementwise is None else self.elementwise.get(dtype)
+        return Precision.of(dtype, accum=self.accumulation.get(dtype), elementwise=ew)
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["accumulation"] = dict(self.accumulation)
+        d["elementwise"] = None if self.elementwise is None else dict(self.elementwise)
         d["sources"] = list(self.sources)
         return d
 
@@ -121,6 +132,10 @@ class Runner:
             return ""
         mod = importlib.import_module(self.framework_module)
         return str(getattr(mod, "__version__", "unknown"))
+
+    def conventions_for(self, op: str) -> Conventions:
+        """The conventions of this path for `op` (ops of one path may differ, e.g. default eps)."""
+        return self.conventions
 
     def setup(self) -> None:
         """Import the framework and warm up; runs once in the worker before the first case."""
