@@ -133,8 +133,9 @@ class Runner:
         mod = importlib.import_module(self.framework_module)
         return str(getattr(mod, "__version__", "unknown"))
 
-    def conventions_for(self, op: str) -> Conventions:
-        """The conventions of this path for `op` (ops of one path may differ, e.g. default eps)."""
+    def conventions_for(self, op: str, attrs: Mapping[str, Any] | None = None) -> Conventions:
+        """The conventions of this path for `op` (ops of one path may differ, e.g. default eps; a
+        case's attrs may select the operator version, e.g. ONNX GroupNormalization 18 or 21)."""
         return self.conventions
 
     def setup(self) -> None:

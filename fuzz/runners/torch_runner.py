@@ -268,7 +268,7 @@ class _TorchRunner(Runner):
     def setup(self) -> None:
         _import()
 
-    def conventions_for(self, op: str) -> Conventions:
+    def conventions_for(self, op: str, attrs=None) -> Conventions:
         """The documented conventions of this path for `op` (`conventions` is BatchNorm's where
         the runner has BatchNorm)."""
         if op == "batch_norm":
@@ -705,7 +705,7 @@ class TorchNative(_TorchRunner):
     ops = {"batch_norm": ("inference", "training"), "layer_norm": ("forward",),
            "group_norm": ("forward",)}
 
-    def conventions_for(self, op: str) -> Conventions:
+    def conventions_for(self, op: str, attrs=None) -> Conventions:
         if op == "batch_norm":
             return self.conventions
         # native_layer_norm / native_group_norm take eps as a required argument

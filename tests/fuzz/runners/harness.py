@@ -56,7 +56,7 @@ def run_inprocess(runner: Runner, case: Case) -> dict[str, np.ndarray]:
 def judge(runner: Runner, case: Case, outputs: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
     """max error/bound per output the runner returned, with the runner's declared accumulation."""
     outputs = run_inprocess(runner, case) if outputs is None else outputs
-    prec = runner.conventions_for(case.op).precision(case.dtype)
+    prec = runner.conventions_for(case.op, case.attrs).precision(case.dtype)
     ev = oracles.evaluate(case.op, case.mode, dict(case.inputs), dict(case.attrs), prec)
     missing = sorted(set(ev.outputs) - set(outputs))
     extra = sorted(set(outputs) - set(ev.outputs))
@@ -74,7 +74,7 @@ def judge(runner: Runner, case: Case, outputs: Mapping[str, np.ndarray] | None =
 def assert_agrees(runner: Runner, case: Case) -> None:
     """Every output within the error bound (ratio <= 1); the message names the worst element."""
     outputs = run_inprocess(runner, case)
-    prec = runner.conventions_for(case.op).precision(case.dtype)
+    prec = runner.conventions_for(case.op, case.attrs).precision(case.dtype)
     ev = oracles.evaluate(case.op, case.mode, dict(case.inputs), dict(case.attrs), prec)
     for k, v in outputs.items():
         assert k in ev.outputs, f"{runner.id} returned {k!r}, the oracle defines {sorted(ev.outputs)}"

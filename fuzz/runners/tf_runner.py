@@ -1,0 +1,929 @@
+"""TensorFlow and Keras 3 runners: three public code paths, each its own runner id.
+
+- ``tf.nn``: what a user composes from TensorFlow ops: `tf.nn.moments` + `tf.nn.batch_normalization`
+  for batch, layer, instance, group (through a reshape) and mean-variance normalization, running
+  statistics updated the way `tf.compat.v1.train.ExponentialMovingAverage` / `assign_moving_average`
+  do (``old - (old - batch) * (1 - decay)``), and `tf.math.l2_normalize`.
+- ``tf.fused_batch_norm``: `tf.compat.v1.nn.fused_batch_norm` (the FusedBatchNormV3 kernel; on CPU
+  with oneDNN, ``_MklNativeFusedBatchNormV3``), data formats NHWC/NCHW and NDHWC/NCDHW.
+- ``keras``: Keras 3 layers on the TensorFlow backend (`BatchNormalization`, `LayerNormalization`,
+  `GroupNormalization`, `RMSNormalization`), weights set from the case.
+- ``keras.UnitNormalization``: `keras.layers.UnitNormalization`, separate because it computes in the
+  input dtype where the other Keras layers upcast half inputs to float32.
+
+Gradients: `tf.GradientTape` gives VJPs (input and parameter gradients; for Keras the trainable
+weights), `tf.autodiff.ForwardAccumulator` gives JVPs.
+
+Every computation runs inside a `tf.function` (graph mode, as `tf.function` code and Keras'
+`fit`/`predict` run), cached per (path, op, mode, dtype, rank, attrs that change the graph), so a
+case costs one dispatch. Each function has a fixed input signature with unknown dims: it is traced
+once, and a case's numerics never depend on which shapes were traced before (with retracing, a
+shape-specialized graph and a relaxed one round differently in the last bits). Values that do not
+change the graph (eps, momentum weights of the ``tf.nn`` path) are fed as tensors, rounded to the
+dtype TensorFlow would convert a Python float to. Keras layers are cached per configuration (eps and momentum included:
+they are Python floats baked into the layer's graph) and their weights are set with ``assign``.
+The fused op is a single kernel and runs eagerly (its epsilon and exponential_avg_factor are op
+attributes, so a graph would have to be retraced for every value).
+
+TensorFlow is imported lazily (in `setup`), with ``TF_CPP_MIN_LOG_LEVEL=2`` and one intra-/inter-op
+thread.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .base import Conventions, Runner, Unsupported, framework_call
+
+__all__ = ["FusedBatchNormRunner", "KerasRunner", "KerasUnitNormRunner", "TFNNRunner", "runners"]
+
+ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_FWD = ("forward", "vjp", "jvp")
+_BN_MODES = ("inference", "training", "training_steps", "inference_vjp", "training_vjp",
+             "inference_jvp", "training_jvp")
+_BN_DEFAULTS = {"layout": "channels_first", "momentum": 0.1, "momentum_on": "batch",
+                "running_var_estimator": "unbiased", "num_batches_tracked": 0}
+
+_DOCS = {
+    "moments": "https://www.tensorflow.org/api_docs/python/tf/nn/moments",
+    "batch_normalization": "https://www.tensorflow.org/api_docs/python/tf/nn/batch_normalization",
+    "ema": "https://www.tensorflow.org/api_docs/python/tf/train/ExponentialMovingAverage",
+    "l2_normalize": "https://www.tensorflow.org/api_docs/python/tf/math/l2_normalize",
+    "fused": "https://www.tensorflow.org/api_docs/python/tf/compat/v1/nn/fused_batch_norm",
+    "fused_kernel": "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/kernels/fused_batch_norm_op.cc",
+    "keras_bn": "https://keras.io/api/layers/normalization_layers/batch_normalization/",
+    "keras_ln": "https://keras.io/api/layers/normalization_layers/layer_normalization/",
+    "keras_gn": "https://keras.io/api/layers/normalization_layers/group_normalization/",
+    "keras_rms": "https://keras.io/api/layers/normalization_layers/rms_normalization/",
+    "keras_unit": "https://keras.io/api/layers/normalization_layers/unit_normalization/",
+    "keras_mixed": "https://keras.io/api/mixed_precision/policy/",
+}
+
+#: Traced functions (and Keras layers) kept per runner; the oldest is dropped beyond this.
+CACHE_SIZE = 256
+
+# --------------------------------------------------------------------------------------------------
+# Lazy import
+
+
+_MOD: dict[str, Any] = {}
+
+
+def _tf():
+    """TensorFlow, imported once with quiet logging and one intra-/inter-op thread."""
+    tf = _MOD.get("tf")
+    if tf is None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # the runtime was already initialized in this process: keep its threads
+            pass
+        tf.get_logger().setLevel("ERROR")
+        _MOD["tf"] = tf
+    return tf
+
+
+def _keras():
+    keras = _MOD.get("keras")
+    if keras is None:
+        _tf()
+        import keras
+
+        _MOD["keras"] = keras
+    return keras
+
+
+def _tf_dtype(name: str):
+    tf = _tf()
+    return {"float16": tf.float16, "bfloat16": tf.bfloat16, "float32": tf.float32, "float64": tf.float64}[name]
+
+
+def _np_dtype(name: str):
+    """numpy dtype TensorFlow uses for format `name` (ml_dtypes' bfloat16 for bfloat16)."""
+    return _tf_dtype(name).as_numpy_dtype
+
+
+def _stat_dtype(name: str) -> str:
+    """Format running statistics are kept in: float32 for half inputs (as Keras' mixed precision
+    and the fused kernel keep them), else the input format."""
+    return "float32" if name in ("float16", "bfloat16") else name
+
+
+def _inputs(case, names=None, dtype: str | None = None) -> dict[str, np.ndarray]:
+    """The case's float inputs as numpy arrays of TensorFlow's dtype for `dtype` (exact: bfloat16
+    carriers hold bfloat16 values)."""
+    npd = _np_dtype(dtype or case.dtype)
+    out = {}
+    for k, a in case.inputs.items():
+        if names is not None and k not in names:
+            continue
+        out[k] = a.astype(npd) if a.dtype != npd else a
+    return out
+
+
+def _scalar(value: float, dtype: str) -> np.ndarray:
+    """`value` as a 0-d array of `dtype`, rounded as TensorFlow rounds a Python float constant."""
+    return np.asarray(value, dtype=np.float64).astype(_np_dtype(dtype))
+
+
+def _out(t) -> np.ndarray:
+    """A tensor as numpy: bfloat16 becomes its float32 carrier (exact), other dtypes are kept."""
+    a = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+    if a.dtype.name == "bfloat16":
+        a = a.astype(np.float32)
+    return a
+
+
+def _outs(d: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {k: _out(v) for k, v in d.items() if v is not None}
+
+
+def _signature(tree, static=None):
+    """TensorSpecs for a tree (dicts, lists) of numpy arrays: dtype and rank kept, every dim unknown
+    except where `static` gives a shape (None entries unknown): for a dict, a mapping from its
+    keys; for a list, one shape for every element."""
+    tf = _tf()
+    if isinstance(tree, dict):
+        st = static or {}
+        return {k: _signature(v, st.get(k)) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_signature(v, static) for v in tree]
+    a = np.asarray(tree)
+    return tf.TensorSpec([None] * a.ndim if static is None else list(static), tf.as_dtype(a.dtype))
+
+
+def _function(f: Callable, args: tuple, static=None):
+    """`tf.function(f)` traced once for every call with arguments like `args`: a fixed input
+    signature with unknown dims (known rank; `static` shapes for the last argument, see
+    `_signature`), so that the graph, and with it the numerics, of a case never depends on which
+    shapes were traced before (a shape-specialized graph can round differently)."""
+    tf = _tf()
+    sig = [_signature(a, static if i == len(args) - 1 else None) for i, a in enumerate(args)]
+    return tf.function(f, input_signature=sig)
+
+
+class _LRU(OrderedDict):
+    def get_or_make(self, key, make: Callable[[], Any]):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        self[key] = value
+        while len(self) > CACHE_SIZE:
+            self.popitem(last=False)
+        return value
+
+
+def _freeze(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(i) for i in v)
+    return v
+
+
+# --------------------------------------------------------------------------------------------------
+# attrs shared by the runners
+
+
+def _bn_attrs(attrs: Mapping) -> dict:
+    a = dict(_BN_DEFAULTS)
+    a.update(attrs)
+    return a
+
+
+def _batch_weight(momentum, momentum_on: str, nbt: int) -> float:
+    """w in new = (1 - w) old + w batch for the case's convention (oracle's `momentum_weight`)."""
+    if momentum is None:
+        return 1.0 / (nbt + 1)
+    return float(momentum) if momentum_on == "batch" else 1.0 - float(momentum)
+
+
+def _bn_reduce(nd: int, layout: str) -> tuple[list[int], int]:
+    """BatchNorm reduction axes and channel axis for rank `nd`."""
+    if layout == "channels_last":
+        return list(range(nd - 1)), nd - 1
+    return [0] + list(range(2, nd)), 1
+
+
+def _trailing_k(nd: int, attrs: Mapping) -> int:
+    from oracles.op_layer_norm import trailing_ndim
+
+    return trailing_ndim(nd, attrs.get("normalized_ndim"), attrs.get("axis"))
+
+
+def _norm_axes(axes, nd: int) -> list[int]:
+    from oracles.op_mvn import normalize_axes
+
+    return list(normalize_axes(axes, nd))
+
+
+def _count(shape, axes) -> int:
+    return int(math.prod(shape[a] for a in axes))
+
+
+# --------------------------------------------------------------------------------------------------
+# Base class
+
+
+class _TFBase(Runner):
+    framework = "tensorflow"
+    framework_module = "tensorflow"
+
+    def __init__(self):
+        self._fns = _LRU()
+
+    def setup(self) -> None:
+        _tf()
+
+    def _fn(self, key, build: Callable[[], Callable], args: tuple):
+        """The tf.function for `key`, built on first use with the input signature of `args`."""
+        return self._fns.get_or_make(key, lambda: _function(build(), args))
+
+
+# ==================================================================================================
+# tf.nn
+
+
+def _nn_bn_core(tf, x, gamma, beta, eps, layout: str, given=None):
+    """BatchNorm with tf.nn ops: (y, mean (C,), var (C,)) from batch statistics, or y from `given`
+    running statistics (C,). channels_last uses the documented 1-D form, channels_first the
+    keepdims form with parameters reshaped to (1, C, 1, ...)."""
+    nd = x.shape.rank
+    axes, _ = _bn_reduce(nd, layout)
+    if layout == "channels_last":
+        if given is None:
+            mean, var = tf.nn.moments(x, axes)
+        else:
+            mean, var = given
+        return tf.nn.batch_normalization(x, mean, var, beta, gamma, eps), mean, var
+    shape = [1, -1] + [1] * (nd - 2)
+    r = (lambda p: None if p is None else tf.reshape(p, shape))
+    if given is None:
+        mean, var = tf.nn.moments(x, axes, keepdims=True)
+    else:
+        mean, var = r(given[0]), r(given[1])
+    y = tf.nn.batch_normalization(x, mean, var, r(beta), r(gamma), eps)
+    return y, tf.reshape(mean, [-1]), tf.reshape(var, [-1])
+
+
+def _nn_forward(tf, op: str, cfg: Mapping, x, gamma, beta, eps, given=None):
+    """(y, stats) of `op` composed from tf.nn ops; stats maps oracle output names to tensors."""
+    nd = x.shape.rank
+    if op == "batch_norm":
+        y, mean, var = _nn_bn_core(tf, x, gamma, beta, eps, cfg["layout"], given)
+        return y, {"mean": mean, "var": var}
+    if op == "layer_norm":
+        k = _trailing_k(nd, cfg)
+        mean, var = tf.nn.moments(x, list(range(nd - k, nd)), keepdims=True)
+        y = tf.nn.batch_normalization(x, mean, var, beta, gamma, eps)
+        lead = tf.shape(x)[: nd - k]
+        return y, {"mean": tf.reshape(mean, lead), "rstd": tf.reshape(tf.math.rsqrt(var + eps), lead)}
+    if op == "instance_norm":
+        s = tf.shape(x)
+        if cfg["layout"] == "channels_first":
+            pshape = [1, -1] + [1] * (nd - 2)
+            mean, var = tf.nn.moments(x, list(range(2, nd)), keepdims=True)
+            nc = s[:2]
+        else:
+            pshape = [-1]
+            mean, var = tf.nn.moments(x, list(range(1, nd - 1)), keepdims=True)
+            nc = tf.stack([s[0], s[nd - 1]])
+        r = (lambda p: None if p is None else tf.reshape(p, pshape))
+        y = tf.nn.batch_normalization(x, mean, var, r(beta), r(gamma), eps)
+        return y, {"mean": tf.reshape(mean, nc), "rstd": tf.reshape(tf.math.rsqrt(var + eps), nc)}
+    if op == "group_norm":
+        g = int(cfg["num_groups"])
+        s = tf.shape(x)
+        per_group = cfg.get("affine", "per_channel") == "per_group"
+        if cfg["layout"] == "channels_first":
+            xr = tf.reshape(x, tf.concat([[s[0], g, s[1] // g], s[2:]], 0))
+            axes = list(range(2, nd + 1))
+            pshape = [1, g] + ([1] if per_group else [-1]) + [1] * (nd - 2)
+        else:
+            xr = tf.reshape(x, tf.concat([s[:-1], [g, s[nd - 1] // g]], 0))
+            axes = list(range(1, nd - 1)) + [nd]
+            pshape = [g, 1] if per_group else [g, -1]
+        r = (lambda p: None if p is None else tf.reshape(p, pshape))
+        mean, var = tf.nn.moments(xr, axes, keepdims=True)
+        y = tf.reshape(tf.nn.batch_normalization(xr, mean, var, r(beta), r(gamma), eps), s)
+        ng = tf.stack([s[0], g])
+        return y, {"mean": tf.reshape(mean, ng), "rstd": tf.reshape(tf.math.rsqrt(var + eps), ng)}
+    if op == "mvn":
+        axes = _norm_axes(cfg.get("axes", (0, 2, 3)), nd)
+        mean, var = tf.nn.moments(x, axes, keepdims=True)
+        return tf.nn.batch_normalization(x, mean, var, None, None, eps), {}
+    if op == "l2_normalize":
+        axes = _norm_axes(cfg.get("axes", (-1,)), nd)
+        return tf.math.l2_normalize(x, axis=axes, epsilon=eps), {}
+    raise AssertionError(op)
+
+
+_NN_STATS = {"batch_norm": (), "layer_norm": ("mean", "rstd"), "instance_norm": ("mean", "rstd"),
+             "group_norm": ("mean", "rstd"), "mvn": (), "l2_normalize": ()}
+
+
+class TFNNRunner(_TFBase):
+    """``tf.nn``: normalizations composed from `tf.nn.moments` + `tf.nn.batch_normalization`, and
+    `tf.math.l2_normalize`; running statistics by the ExponentialMovingAverage update in TF ops."""
+
+    id = "tf.nn"
+    ops = {
+        "batch_norm": _BN_MODES,
+        "layer_norm": _FWD, "instance_norm": _FWD, "group_norm": _FWD, "mvn": _FWD, "l2_normalize": _FWD,
+    }
+    dtypes = ALL_DTYPES
+    conventions = Conventions(
+        momentum_on="running",
+        default_momentum=None,
+        running_var_estimator="biased",
+        default_eps=None,
+        min_eps=None,
+        eps_mode="inside",
+        affine="per_channel",
+        batch_of_one="normalizes",
+        accumulation={"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64"},
+        nan_propagation="set",
+        sources=(_DOCS["moments"], _DOCS["batch_normalization"], _DOCS["ema"], _DOCS["l2_normalize"]),
+        notes=(
+            "tf.nn.moments returns the population (biased) variance and reduces in float32 for "
+            "float16/bfloat16 inputs, but returns mean and variance in the input dtype; "
+            "tf.nn.batch_normalization then computes rsqrt(var + eps) and x*inv + (beta - mean*inv) "
+            "in the input dtype, so for half inputs the elementwise format (declared as "
+            "'accumulation') is the half format itself. Running statistics follow "
+            "ExponentialMovingAverage (new = old - (1 - decay)(old - batch), momentum_on 'running' "
+            "with momentum = decay); no default decay, no default epsilon (variance_epsilon is "
+            "required); epsilon 0 is accepted. The runner translates any case convention (momentum_on, "
+            "running_var_estimator via var*n/(n-1), cumulative average) into that update, computed in "
+            "float32 for half inputs. tf.math.l2_normalize: x * rsqrt(max(sum(x**2), epsilon)) "
+            "(eps_mode 'max_sumsq', default epsilon 1e-12); eps_mode 'none' is epsilon=0. "
+            "group_norm reshapes channels into (G, C/G); affine per_channel or per_group by reshape."
+        ),
+    )
+
+    def supports(self, op, mode, dtype, attrs):
+        reason = super().supports(op, mode, dtype, attrs)
+        if reason:
+            return reason
+        if op == "mvn":
+            em = attrs.get("eps_mode", "outside")
+            if em not in ("inside", "none"):
+                return (f"tf.nn.batch_normalization adds epsilon to the variance inside rsqrt; mvn "
+                        f"eps_mode={em!r} (epsilon outside the root) has no tf.nn expression")
+        if op == "l2_normalize":
+            em = attrs.get("eps_mode", "max_norm")
+            if em not in ("max_sumsq", "none"):
+                return (f"tf.math.l2_normalize computes x * rsqrt(max(sum(x**2), epsilon)) (eps_mode "
+                        f"'max_sumsq'; 'none' is epsilon=0); eps_mode={em!r} is another convention")
+        return None
+
+    def _eps(self, case, eps_dtype: str) -> np.ndarray:
+        eps = float(case.attrs.get("eps", {"mvn": 1e-9, "l2_normalize": 1e-12}.get(case.op, 0.0)))
+        em = case.attrs.get("eps_mode")
+        if case.op in ("mvn", "l2_normalize") and em == "none":
+            eps = 0.0
+        return _scalar(eps, eps_dtype)
+
+    def run(self, case) -> dict[str, np.ndarray]:
+        tf = _tf()
+        op, mode, dt = case.op, case.mode, case.dtype
+        ins = _inputs(case)
+        eps = self._eps(case, dt)
+        if op == "batch_norm":
+            return self._batch_norm(tf, case, ins, eps)
+        cfg = {k: v for k, v in case.attrs.items() if k != "eps"}
+        # the rank is part of the key: the input signature keeps the rank, not the dims
+        key = (op, mode, dt, case.inputs["x"].ndim, tuple(sorted((k, _freeze(v)) for k, v in cfg.items())),
+               tuple(sorted(ins)))
+        if mode == "forward":
+            stats = _NN_STATS[op]
+
+            def build():
+                def f(i, eps):
+                    y, s = _nn_forward(tf, op, cfg, i["x"], i.get("gamma"), i.get("beta"), eps)
+                    return {"y": y, **{k: s[k] for k in stats}}
+                return f
+        elif mode == "vjp":
+            def build():
+                def f(i, eps):
+                    names = [k for k in ("x", "gamma", "beta") if k in i]
+                    xs = [i[k] for k in names]
+                    with tf.GradientTape() as tape:
+                        tape.watch(xs)
+                        y, _ = _nn_forward(tf, op, cfg, i["x"], i.get("gamma"), i.get("beta"), eps)
+                    grads = tape.gradient(y, xs, output_gradients=i["dy"])
+                    return {"d" + k: g for k, g in zip(names, grads)}
+                return f
+        else:
+            def build():
+                def f(i, eps):
+                    names = [k for k in ("x", "gamma", "beta") if k in i and "t" + k in i]
+                    with tf.autodiff.ForwardAccumulator([i[k] for k in names], [i["t" + k] for k in names]) as acc:
+                        y, _ = _nn_forward(tf, op, cfg, i["x"], i.get("gamma"), i.get("beta"), eps)
+                    return {"ty": acc.jvp(y)}
+                return f
+        fn = self._fn(key, build, (ins, eps))
+        with framework_call():
+            return _outs(fn(ins, eps))
+
+    # ---- batch_norm
+
+    def _batch_norm(self, tf, case, ins, eps) -> dict[str, np.ndarray]:
+        mode, dt = case.mode, case.dtype
+        a = _bn_attrs(case.attrs)
+        layout = a["layout"]
+        rank = case.inputs["xs" if mode == "training_steps" else "x"].ndim
+        key = ("batch_norm", mode, dt, rank, layout, tuple(sorted(ins)))
+        sdt = _stat_dtype(dt)
+        sdtype = _tf_dtype(sdt)
+        cfg = {"layout": layout}
+
+        if mode == "inference":
+            def build():
+                def f(i, eps):
+                    y, _ = _nn_forward(tf, "batch_norm", cfg, i["x"], i.get("gamma"), i.get("beta"), eps,
+                                       given=(i["running_mean"], i["running_var"]))
+                    return {"y": y}
+                return f
+            args = (ins, eps)
+        elif mode in ("training", "training_steps"):
+            steps = mode == "training_steps"
+            x0 = case.inputs["xs"][0] if steps else case.inputs["x"]
+            axes, _ = _bn_reduce(x0.ndim, layout)
+            n = _count(x0.shape, axes)
+            has_running = "running_mean" in ins
+            if has_running and a["running_var_estimator"] == "unbiased" and n < 2:
+                raise Unsupported(f"the unbiased running variance is undefined for a reduction set of "
+                                  f"n={n} element (n/(n-1))")
+            k_steps = case.inputs["xs"].shape[0] if steps else 1
+            nbt = int(a["num_batches_tracked"])
+            ws = [_batch_weight(a["momentum"], a["momentum_on"], nbt + k) for k in range(k_steps)]
+            factor = n / (n - 1) if (has_running and a["running_var_estimator"] == "unbiased") else 1.0
+            scal = {"w": np.asarray([_scalar(w, sdt) for w in ws]), "factor": _scalar(factor, sdt)}
+
+            def build():
+                def step(x, i, rm, rv, eps, w, factor):
+                    y, mean, var = _nn_bn_core(tf, x, i.get("gamma"), i.get("beta"), eps, layout)
+                    out = {"y": y, "mean": mean, "var": var}
+                    if rm is not None:
+                        # ExponentialMovingAverage / assign_moving_average: v -= (1 - decay) * (v - value)
+                        bm = tf.cast(mean, sdtype)
+                        bv = tf.cast(var, sdtype) * factor
+                        rm = rm - (rm - bm) * w
+                        rv = rv - (rv - bv) * w
+                        out["running_mean"], out["running_var"] = rm, rv
+                    return out, rm, rv
+
+                def f(i, eps, s):
+                    rm = rv = None
+                    if "running_mean" in i:
+                        rm, rv = tf.cast(i["running_mean"], sdtype), tf.cast(i["running_var"], sdtype)
+                    if not steps:
+                        out, _, _ = step(i["x"], i, rm, rv, eps, s["w"][0], s["factor"])
+                        out["rstd"] = tf.math.rsqrt(out["var"] + eps)
+                        return out
+                    outs = []
+                    for k, x in enumerate(i["xs"]):
+                        out, rm, rv = step(x, i, rm, rv, eps, s["w"][k], s["factor"])
+                        outs.append(out)
+                    return {name: tf.stack([o[name] for o in outs]) for name in outs[0]}
+                return f
+            if steps:
+                ins = dict(ins)
+                ins["xs"] = list(ins["xs"])  # a list: K is part of the trace, each step unrolled
+                key = key + (k_steps,)
+            args = (ins, eps, scal)
+        else:
+            state, kind = mode.split("_")
+            names = [k for k in ("x", "gamma", "beta") if k in ins]
+
+            def fwd(i, eps):
+                given = (i["running_mean"], i["running_var"]) if state == "inference" else None
+                y, _ = _nn_forward(tf, "batch_norm", cfg, i["x"], i.get("gamma"), i.get("beta"), eps, given)
+                return y
+
+            if kind == "vjp":
+                def build():
+                    def f(i, eps):
+                        xs = [i[k] for k in names]
+                        with tf.GradientTape() as tape:
+                            tape.watch(xs)
+                            y = fwd(i, eps)
+                        return {"d" + k: g for k, g in zip(names, tape.gradient(y, xs, output_gradients=i["dy"]))}
+                    return f
+            else:
+                def build():
+                    def f(i, eps):
+                        tn = [k for k in names if "t" + k in i]
+                        with tf.autodiff.ForwardAccumulator([i[k] for k in tn], [i["t" + k] for k in tn]) as acc:
+                            y = fwd(i, eps)
+                        return {"ty": acc.jvp(y)}
+                    return f
+            args = (ins, eps)
+        fn = self._fn(key, build, args)
+        with framework_call():
+            return _outs(fn(*args))
+
+
+# ==================================================================================================
+# tf.compat.v1.nn.fused_batch_norm
+
+
+class FusedBatchNormRunner(_TFBase):
+    """``tf.fused_batch_norm``: `tf.compat.v1.nn.fused_batch_norm` (FusedBatchNormV3), rank 4/5."""
+
+    id = "tf.fused_batch_norm"
+    ops = {"batch_norm": _BN_MODES}
+    dtypes = ("float16", "bfloat16", "float32")
+    conventions = Conventions(
+        momentum_on="batch",
+        default_momentum=1.0,
+        running_var_estimator="unbiased",
+        default_eps=0.001,
+        min_eps=None,
+        eps_mode="inside",
+        affine="per_channel",
+        batch_of_one="normalizes",
+        accumulation={"float16": "float32", "bfloat16": "float32", "float32": "float32"},
+        nan_propagation="set",
+        sources=(_DOCS["fused"], _DOCS["fused_kernel"]),
+        notes=(
+            "exponential_avg_factor f (default 1.0): running = (1 - f) * old + f * batch (momentum_on "
+            "'batch', momentum = f). The variance it returns (and feeds the running average) is the "
+            "Bessel-corrected batch variance n/(n-1)*var; with n=1 it uses the biased one (0). "
+            "x is float16/bfloat16/float32 (no float64 kernel); scale, offset, mean and variance are "
+            "float32. epsilon is a float32 op attribute (default 0.001), not clamped on CPU (cuDNN "
+            "requires >= 1e-5 on GPU). Data formats NHWC/NCHW (rank 4) and NDHWC/NCDHW (rank 5). "
+            "The public API returns only y and the (running or batch) mean/variance: the runner "
+            "reports y, the batch mean (training without running statistics) or the running "
+            "statistics, not the batch variance (Bessel-corrected, not the oracle's 'var') or rstd."
+        ),
+    )
+
+    def supports(self, op, mode, dtype, attrs):
+        if op == "batch_norm" and mode in _BN_MODES and dtype == "float64":
+            return "FusedBatchNormV3 has no float64 kernel (T in {half, bfloat16, float})"
+        reason = super().supports(op, mode, dtype, attrs)
+        if reason:
+            return reason
+        a = _bn_attrs(attrs)
+        if mode == "training_steps" and a["running_var_estimator"] == "biased":
+            return ("fused_batch_norm feeds the Bessel-corrected (unbiased) batch variance into the "
+                    "running variance; running_var_estimator='biased' is not expressible")
+        return None
+
+    def run(self, case) -> dict[str, np.ndarray]:
+        tf = _tf()
+        mode, dt = case.mode, case.dtype
+        a = _bn_attrs(case.attrs)
+        layout = a["layout"]
+        x0 = case.inputs["xs"][0] if mode == "training_steps" else case.inputs["x"]
+        nd = x0.ndim
+        if nd not in (4, 5):
+            raise Unsupported(f"fused_batch_norm takes rank 4 (NHWC/NCHW) or rank 5 (NDHWC/NCDHW) "
+                              f"inputs; got rank {nd}")
+        fmt = {(4, "channels_last"): "NHWC", (4, "channels_first"): "NCHW",
+               (5, "channels_last"): "NDHWC", (5, "channels_first"): "NCDHW"}[(nd, layout)]
+        c = x0.shape[-1] if layout == "channels_last" else x0.shape[1]
+        axes, _ = _bn_reduce(nd, layout)
+        n = _count(x0.shape, axes)
+        eps = float(case.attrs["eps"]) if "eps" in case.attrs else 0.001
+        ins = _inputs(case, dtype=dt)
+        f32 = {k: case.inputs[k].astype(np.float32) for k in ("gamma", "beta", "running_mean", "running_var")
+               if k in case.inputs}
+        scale = f32.get("gamma", np.ones(c, np.float32))
+        offset = f32.get("beta", np.zeros(c, np.float32))
+        has_running = "running_mean" in f32
+        if mode in ("training", "training_steps") and has_running and a["running_var_estimator"] == "biased":
+            raise Unsupported("fused_batch_norm feeds the Bessel-corrected (unbiased) batch variance into "
+                              "the running variance; running_var_estimator='biased' is not expressible")
+        bn = tf.compat.v1.nn.fused_batch_norm
+
+        if mode == "inference":
+            with framework_call():
+                y, _, _ = bn(ins["x"], scale, offset, f32["running_mean"], f32["running_var"],
+                             epsilon=eps, data_format=fmt, is_training=False)
+                return {"y": _out(y)}
+        if mode == "training":
+            with framework_call():
+                if has_running:
+                    f = _batch_weight(a["momentum"], a["momentum_on"], int(a["num_batches_tracked"]))
+                    y, rm, rv = bn(ins["x"], scale, offset, f32["running_mean"], f32["running_var"],
+                                   epsilon=eps, data_format=fmt, is_training=True, exponential_avg_factor=f)
+                    return {"y": _out(y), "running_mean": _out(rm), "running_var": _out(rv)}
+                y, mean, _ = bn(ins["x"], scale, offset, epsilon=eps, data_format=fmt, is_training=True)
+                return {"y": _out(y), "mean": _out(mean)}
+        if mode == "training_steps":
+            rm, rv = f32["running_mean"], f32["running_var"]
+            ys, rms, rvs = [], [], []
+            nbt = int(a["num_batches_tracked"])
+            with framework_call():
+                for k, x in enumerate(ins["xs"]):
+                    f = _batch_weight(a["momentum"], a["momentum_on"], nbt + k)
+                    y, rm, rv = bn(x, scale, offset, rm, rv, epsilon=eps, data_format=fmt, is_training=True,
+                                   exponential_avg_factor=f)
+                    ys.append(_out(y)), rms.append(_out(rm)), rvs.append(_out(rv))
+            return {"y": np.stack(ys), "running_mean": np.stack(rms), "running_var": np.stack(rvs)}
+        # gradients: through the fused kernel's registered gradient (FusedBatchNormGradV3)
+        state, kind = mode.split("_")
+        training = state == "training"
+        x = tf.constant(ins["x"])
+        g, b = tf.constant(scale), tf.constant(offset)
+        if training:
+            stats = {}
+        else:
+            stats = {"mean": f32["running_mean"], "variance": f32["running_var"]}
+        with framework_call():
+            if kind == "vjp":
+                watch = [x] + ([g] if "gamma" in f32 else []) + ([b] if "beta" in f32 else [])
+                names = ["dx"] + (["dgamma"] if "gamma" in f32 else []) + (["dbeta"] if "beta" in f32 else [])
+                with tf.GradientTape() as tape:
+                    tape.watch(watch)
+                    y, _, _ = bn(x, g, b, epsilon=eps, data_format=fmt, is_training=training, **stats)
+                grads = tape.gradient(y, watch, output_gradients=tf.constant(ins["dy"]))
+                return {k: _out(v) for k, v in zip(names, grads)}
+            prim, tang = [x], [tf.constant(ins["tx"])]
+            for name, var in (("gamma", g), ("beta", b)):
+                if name in f32 and "t" + name in case.inputs:
+                    prim.append(var)
+                    tang.append(tf.constant(case.inputs["t" + name].astype(np.float32)))
+            with tf.autodiff.ForwardAccumulator(prim, tang) as acc:
+                y, _, _ = bn(x, g, b, epsilon=eps, data_format=fmt, is_training=training, **stats)
+            return {"ty": _out(acc.jvp(y))}
+
+
+# ==================================================================================================
+# Keras 3
+
+
+class KerasRunner(_TFBase):
+    """``keras``: Keras 3 normalization layers on the TensorFlow backend, weights from the case."""
+
+    id = "keras"
+    framework = "keras"
+    framework_module = "keras"
+    ops = {
+        "batch_norm": _BN_MODES,
+        "layer_norm": _FWD, "rms_norm": _FWD, "group_norm": _FWD, "instance_norm": _FWD, "mvn": _FWD,
+    }
+    dtypes = ALL_DTYPES
+    conventions = Conventions(
+        momentum_on="running",
+        default_momentum=0.99,
+        running_var_estimator="biased",
+        default_eps=0.001,
+        min_eps=None,
+        eps_mode="inside",
+        affine="per_channel",
+        batch_of_one="normalizes",
+        accumulation={"float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"},
+        nan_propagation="set",
+        sources=(_DOCS["keras_bn"], _DOCS["keras_ln"], _DOCS["keras_gn"], _DOCS["keras_rms"],
+                 _DOCS["keras_mixed"]),
+        notes=(
+            "BatchNormalization(momentum=0.99, epsilon=1e-3): moving = moving*momentum + "
+            "batch*(1-momentum) (momentum_on 'running') with the biased batch variance "
+            "(keras.ops.moments); epsilon is not clamped (Keras 3 never uses the fused kernel). "
+            "LayerNormalization and GroupNormalization default epsilon 1e-3, RMSNormalization 1e-6 "
+            "(default_eps is BatchNormalization's). Every layer upcasts float16/bfloat16 to float32 "
+            "internally. Layers use the plain dtype policy of the case's dtype (variables in that "
+            "dtype), channels_last axis=-1, channels_first axis=1. instance_norm is "
+            "GroupNormalization(groups=C) (documented as Instance Normalization), mvn is "
+            "LayerNormalization(axis=axes, center=False, scale=False) (eps inside). "
+            "GroupNormalization parameters are per channel. UnitNormalization, which does not "
+            "upcast, is the separate runner 'keras.UnitNormalization'."
+        ),
+    )
+
+    def setup(self) -> None:
+        keras = _keras()
+        self._problem = None
+        if keras.backend.backend() != "tensorflow":
+            self._problem = (f"Keras runs on the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
+                             f"this runner tests Keras on TensorFlow")
+
+    def supports(self, op, mode, dtype, attrs):
+        reason = super().supports(op, mode, dtype, attrs)
+        if reason:
+            return reason
+        if getattr(self, "_problem", None):
+            return self._problem
+        if op == "batch_norm":
+            a = _bn_attrs(attrs)
+            running = mode == "training_steps"
+            if running and a["momentum"] is None:
+                return ("keras BatchNormalization's momentum is a fixed float; the cumulative average "
+                        "(momentum=None) is not expressible")
+            if running and a["running_var_estimator"] == "unbiased":
+                return ("keras BatchNormalization stores the biased batch variance in moving_variance; "
+                        "running_var_estimator='unbiased' is not expressible")
+        if op == "group_norm" and attrs.get("affine", "per_channel") != "per_channel":
+            return "keras GroupNormalization's gamma and beta are per channel (affine='per_channel')"
+        if op == "mvn" and attrs.get("eps_mode", "outside") not in ("inside", "none"):
+            return (f"keras LayerNormalization adds epsilon to the variance inside rsqrt; mvn "
+                    f"eps_mode={attrs.get('eps_mode', 'outside')!r} is not expressible")
+        return None
+
+    # ---- layers
+
+    def _layer(self, spec: tuple, dtype: str, build_shape: tuple):
+        """A built Keras layer for `spec` (kind, kwargs...), cached."""
+        keras = _keras()
+
+        def make():
+            kind, kw = spec[0], dict(spec[1])
+            if "axis" in kw and isinstance(kw["axis"], tuple):
+                kw["axis"] = list(kw["axis"])
+            cls = {"bn": keras.layers.BatchNormalization, "ln": keras.layers.LayerNormalization,
+                   "gn": keras.layers.GroupNormalization, "rms": keras.layers.RMSNormalization,
+                   "unit": keras.layers.UnitNormalization}[kind]
+            layer = cls(dtype=dtype, **kw)
+            layer.build(build_shape)
+            return {"layer": layer, "fns": {}}
+
+        return self._fns.get_or_make(("layer", spec, dtype, build_shape), make)
+
+    def _spec(self, case, x0) -> tuple[tuple, tuple, dict]:
+        """(layer spec, build shape, weight names case input -> layer attribute)."""
+        op, at = case.op, case.attrs
+        nd = x0.ndim
+        ins = case.inputs
+        eps = at.get("eps")
+        if op == "batch_norm":
+            a = _bn_attrs(at)
+            axis = 1 if a["layout"] == "channels_first" else -1
+            m = a["momentum"]
+            mom = 0.99 if m is None else (float(m) if a["momentum_on"] == "running" else 1.0 - float(m))
+            kw = dict(axis=axis, momentum=mom, epsilon=float(eps) if eps is not None else 1e-3,
+                      center="beta" in ins, scale="gamma" in ins)
+            shape = [None] * nd
+            shape[axis] = x0.shape[axis]
+            weights = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean",
+                       "running_var": "moving_variance"}
+            return ("bn", tuple(sorted(kw.items()))), tuple(shape), weights
+        if op in ("layer_norm", "rms_norm"):
+            k = _trailing_k(nd, at)
+            axis = tuple(range(nd - k, nd))
+            shape = tuple(x0.shape[i] if i >= nd - k else None for i in range(nd))
+            if op == "layer_norm":
+                kw = dict(axis=axis, epsilon=float(eps), center="beta" in ins, scale="gamma" in ins)
+                return ("ln", tuple(sorted(kw.items()))), shape, {"gamma": "gamma", "beta": "beta"}
+            return ("rms", (("axis", axis), ("epsilon", float(eps)))), shape, {"weight": "scale"}
+        if op in ("group_norm", "instance_norm"):
+            axis = 1 if at.get("layout", "channels_first") == "channels_first" else -1
+            c = x0.shape[axis]
+            groups = int(at["num_groups"]) if op == "group_norm" else c
+            kw = dict(groups=groups, axis=axis, epsilon=float(eps), center="beta" in ins, scale="gamma" in ins)
+            shape = [None] * nd
+            shape[axis] = c
+            return ("gn", tuple(sorted(kw.items()))), tuple(shape), {"gamma": "gamma", "beta": "beta"}
+        if op == "mvn":
+            axes = tuple(_norm_axes(at.get("axes", (0, 2, 3)), nd))
+            e = 0.0 if at.get("eps_mode") == "none" else float(at.get("eps", 1e-9))
+            kw = dict(axis=axes, epsilon=e, center=False, scale=False)
+            return ("ln", tuple(sorted(kw.items()))), (None,) * nd, {}  # no weights: no static dims
+        if op == "l2_normalize":
+            axes = tuple(_norm_axes(at.get("axes", (-1,)), nd))
+            return ("unit", (("axis", axes),)), (None,) * nd, {}
+        raise AssertionError(op)
+
+    def run(self, case) -> dict[str, np.ndarray]:
+        tf = _tf()
+        op, mode, dt = case.op, case.mode, case.dtype
+        steps = mode == "training_steps"
+        x0 = case.inputs["xs"][0] if steps else case.inputs["x"]
+        spec, bshape, wmap = self._spec(case, x0)
+        entry = self._layer(spec, dt, bshape)
+        layer = entry["layer"]
+        ins = _inputs(case)
+        bn = op == "batch_norm"
+        if bn:
+            training = mode.startswith("training")
+            kind = "forward" if mode in ("training", "inference", "training_steps") else mode.split("_")[1]
+        else:
+            training, kind = False, mode
+        has_running = bn and "running_mean" in ins
+        if bn and training and has_running:
+            a = _bn_attrs(case.attrs)
+            if a["momentum"] is None:
+                raise Unsupported("keras BatchNormalization's momentum is a fixed float; the cumulative "
+                                  "average (momentum=None) is not expressible")
+            if a["running_var_estimator"] == "unbiased":
+                raise Unsupported("keras BatchNormalization stores the biased batch variance in "
+                                  "moving_variance; running_var_estimator='unbiased' is not expressible")
+        # the layer's variables, by case input name; those the case does not give get Keras' initial
+        # values (gamma/scale 1, beta 0, moving_mean 0, moving_variance 1)
+        wvars = {k: getattr(layer, attr) for k, attr in wmap.items() if getattr(layer, attr, None) is not None}
+        init = {"gamma": 1.0, "beta": 0.0, "weight": 1.0, "running_mean": 0.0, "running_var": 1.0}
+        npd = _np_dtype(dt)
+        wvals = {k: (ins[k] if k in ins else np.full(tuple(v.shape), init[k], dtype=npd)) for k, v in wvars.items()}
+        data = {k: v for k, v in ins.items() if k not in wvars}
+        # parameters whose gradient (vjp) or tangent (jvp) the case asks for
+        params = [k for k in ("gamma", "beta", "weight") if k in ins and k in wvars]
+        if kind == "jvp":
+            params = [k for k in params if "t" + k in ins]
+        key = (mode, x0.ndim, tuple(sorted(ins)))
+
+        def assign(w):
+            for k, v in wvars.items():
+                v.assign(w[k])
+
+        def call(x):
+            return layer(x, training=training) if bn else layer(x)
+
+        def build():
+            if steps:
+                def f(w, xs):
+                    assign(w)
+                    ys, rms, rvs = [], [], []
+                    for x in xs:
+                        ys.append(call(x))
+                        rms.append(tf.convert_to_tensor(layer.moving_mean))
+                        rvs.append(tf.convert_to_tensor(layer.moving_variance))
+                    return {"y": tf.stack(ys), "running_mean": tf.stack(rms), "running_var": tf.stack(rvs)}
+            elif kind == "forward":
+                def f(w, i):
+                    assign(w)
+                    out = {"y": call(i["x"])}
+                    if has_running and training:
+                        out["running_mean"] = tf.convert_to_tensor(layer.moving_mean)
+                        out["running_var"] = tf.convert_to_tensor(layer.moving_variance)
+                    return out
+            elif kind == "vjp":
+                def f(w, i):
+                    assign(w)
+                    src = [i["x"]] + [wvars[k].value for k in params]
+                    with tf.GradientTape() as tape:
+                        tape.watch(i["x"])
+                        y = call(i["x"])
+                    grads = tape.gradient(y, src, output_gradients=i["dy"])
+                    return {"d" + k: g for k, g in zip(["x"] + params, grads)}
+            else:
+                def f(w, i):
+                    assign(w)
+                    prim = [i["x"]] + [wvars[k].value for k in params]
+                    tang = [i["t" + k] for k in ["x"] + params]
+                    with tf.autodiff.ForwardAccumulator(prim, tang) as acc:
+                        y = call(i["x"])
+                    return {"ty": acc.jvp(y)}
+            return f
+
+        fns = entry["fns"]
+        args = (wvals, list(ins["xs"]) if steps else data)
+        if key not in fns:
+            # the layer's parameter axes are static (the layer is built for them), the others unknown
+            static = tuple(bshape) if steps else {k: tuple(bshape) for k in ("x", "dy", "tx")}
+            fns[key] = _function(build(), args, static)
+        # np.errstate: UnitNormalization's float16 constant 1/1e-12 overflows to inf while tracing
+        with framework_call(), np.errstate(over="ignore"):
+            return _outs(fns[key](*args))
+
+
+class KerasUnitNormRunner(KerasRunner):
+    """``keras.UnitNormalization``: `keras.layers.UnitNormalization`, which (unlike the other Keras
+    normalization layers) computes in the input dtype."""
+
+    id = "keras.UnitNormalization"
+    ops = {"l2_normalize": _FWD}
+    dtypes = ALL_DTYPES
+    conventions = Conventions(
+        eps_mode="max_norm",
+        default_eps=1e-12,
+        min_eps=1e-12,
+        affine=None,
+        accumulation={"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64"},
+        nan_propagation="set",
+        sources=(_DOCS["keras_unit"],),
+        notes=(
+            "UnitNormalization(axis) calls keras.ops.normalize(x, order=2, epsilon=1e-12): "
+            "x * minimum(rsqrt(sum(x**2)), 1/epsilon), i.e. eps_mode 'max_norm' with epsilon fixed at "
+            "1e-12 (not a constructor argument). Unlike BatchNormalization/LayerNormalization/"
+            "GroupNormalization/RMSNormalization it does not upcast half inputs: squares, sum and "
+            "rsqrt run in float16/bfloat16 (float16 squares overflow for |x| >= 256)."
+        ),
+    )
+
+    def supports(self, op, mode, dtype, attrs):
+        reason = Runner.supports(self, op, mode, dtype, attrs)
+        if reason:
+            return reason
+        if getattr(self, "_problem", None):
+            return self._problem
+        em = attrs.get("eps_mode", "max_norm")
+        eps = float(attrs.get("eps", 1e-12))
+        if em != "max_norm" or eps != 1e-12:
+            return (f"keras UnitNormalization computes x * min(rsqrt(sum(x**2)), 1/1e-12) (eps_mode "
+                    f"'max_norm', eps fixed at 1e-12); got eps_mode={em!r}, eps={eps!r}")
+        return None
+
+
+def runners() -> list[Runner]:
+    """The TensorFlow/Keras runners (building them imports nothing)."""
+    return [TFNNRunner(), FusedBatchNormRunner(), KerasRunner(), KerasUnitNormRunner()]
