@@ -1,9 +1,10 @@
-"""TensorFlow and Keras 3 runners: three public code paths, each its own runner id.
+"""TensorFlow and Keras 3 runners: four public code paths, each its own runner id.
 
 - ``tf.nn``: what a user composes from TensorFlow ops: `tf.nn.moments` + `tf.nn.batch_normalization`
-  for batch, layer, instance, group (through a reshape) and mean-variance normalization, running
-  statistics updated the way `tf.compat.v1.train.ExponentialMovingAverage` / `assign_moving_average`
-  do (``old - (old - batch) * (1 - decay)``), and `tf.math.l2_normalize`.
+  for batch, layer, instance, group (through a reshape) and mean-variance normalization, and
+  `tf.math.l2_normalize`. Running statistics follow the `tf.train.ExponentialMovingAverage` update
+  ``old - (old - batch) * (1 - decay)``, written in TF ops with the weight rounded to the statistics'
+  dtype (ExponentialMovingAverage itself rounds decay to float32, see its test).
 - ``tf.fused_batch_norm``: `tf.compat.v1.nn.fused_batch_norm` (the FusedBatchNormV3 kernel; on CPU
   with oneDNN, ``_MklNativeFusedBatchNormV3``), data formats NHWC/NCHW and NDHWC/NCDHW.
 - ``keras``: Keras 3 layers on the TensorFlow backend (`BatchNormalization`, `LayerNormalization`,
@@ -14,29 +15,34 @@
 Gradients: `tf.GradientTape` gives VJPs (input and parameter gradients; for Keras the trainable
 weights), `tf.autodiff.ForwardAccumulator` gives JVPs.
 
-Every computation runs inside a `tf.function` (graph mode, as `tf.function` code and Keras'
-`fit`/`predict` run), cached per (path, op, mode, dtype, rank, attrs that change the graph), so a
-case costs one dispatch. Each function has a fixed input signature with unknown dims: it is traced
-once, and a case's numerics never depend on which shapes were traced before (with retracing, a
-shape-specialized graph and a relaxed one round differently in the last bits). Values that do not
-change the graph (eps, momentum weights of the ``tf.nn`` path) are fed as tensors, rounded to the
-dtype TensorFlow would convert a Python float to. Keras layers are cached per configuration (eps and momentum included:
-they are Python floats baked into the layer's graph) and their weights are set with ``assign``.
-The fused op is a single kernel and runs eagerly (its epsilon and exponential_avg_factor are op
-attributes, so a graph would have to be retraced for every value).
+Every ``tf.nn`` and Keras computation runs inside a `tf.function` (graph mode, as `tf.function`
+code and Keras' `fit`/`predict` run), cached per (path, op, mode, dtype, rank, attrs that change the
+graph), so a case costs one dispatch. Each function has a fixed input signature with unknown dims
+(Keras: except the axes the layer's weights are built for): it is traced once, and a case's numerics
+never depend on which shapes were traced before (with retracing, a shape-specialized graph and a
+relaxed one round differently in the last bits). Values that do not change the graph (eps and the
+running-average weights of ``tf.nn``) are fed as tensors, rounded to the dtype TensorFlow converts
+a Python float to. Keras layers are cached per configuration (eps and momentum included: they are
+Python floats baked into the layer's graph, so a new value costs a layer build and a trace) and
+their weights are set with ``assign``. The fused op is one kernel and runs eagerly (its epsilon and
+exponential_avg_factor are op attributes: a graph would be retraced for every value).
 
-TensorFlow is imported lazily (in `setup`), with ``TF_CPP_MIN_LOG_LEVEL=2`` and one intra-/inter-op
-thread.
+TensorFlow is imported lazily (in `setup`), with ``TF_CPP_MIN_LOG_LEVEL=2`` (set before the import)
+and one intra-/inter-op thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections import OrderedDict
 from typing import Any, Callable, Mapping
 
 import numpy as np
+
+from oracles.op_layer_norm import trailing_ndim
+from oracles.op_mvn import normalize_axes
 
 from .base import Conventions, Runner, Unsupported, framework_call
 
@@ -118,15 +124,13 @@ def _stat_dtype(name: str) -> str:
     return "float32" if name in ("float16", "bfloat16") else name
 
 
-def _inputs(case, names=None, dtype: str | None = None) -> dict[str, np.ndarray]:
+def _inputs(case, dtype: str | None = None) -> dict[str, np.ndarray]:
     """The case's float inputs as numpy arrays of TensorFlow's dtype for `dtype` (exact: bfloat16
     carriers hold bfloat16 values)."""
     npd = _np_dtype(dtype or case.dtype)
     out = {}
     for k, a in case.inputs.items():
-        if names is not None and k not in names:
-            continue
-        out[k] = a.astype(npd) if a.dtype != npd else a
+        out[k] = a.astype(npd) if (a.dtype.kind == "f" and a.dtype != npd) else a
     return out
 
 
@@ -214,14 +218,10 @@ def _bn_reduce(nd: int, layout: str) -> tuple[list[int], int]:
 
 
 def _trailing_k(nd: int, attrs: Mapping) -> int:
-    from oracles.op_layer_norm import trailing_ndim
-
     return trailing_ndim(nd, attrs.get("normalized_ndim"), attrs.get("axis"))
 
 
 def _norm_axes(axes, nd: int) -> list[int]:
-    from oracles.op_mvn import normalize_axes
-
     return list(normalize_axes(axes, nd))
 
 
@@ -242,6 +242,10 @@ class _TFBase(Runner):
 
     def setup(self) -> None:
         _tf()
+
+    def version(self) -> str:
+        mod = _keras() if self.framework_module == "keras" else _tf()  # imported with our settings
+        return str(mod.__version__)
 
     def _fn(self, key, build: Callable[[], Callable], args: tuple):
         """The tf.function for `key`, built on first use with the input signature of `args`."""
@@ -330,6 +334,62 @@ _NN_STATS = {"batch_norm": (), "layer_norm": ("mean", "rstd"), "instance_norm": 
              "group_norm": ("mean", "rstd"), "mvn": (), "l2_normalize": ()}
 
 
+_HALF = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64"}
+_NN_PRECISION_NOTE = (
+    "Precision: for half inputs tf.nn.moments reduces in float32 but returns mean and variance "
+    "rounded to the input dtype, and everything else (x - mean and its square inside moments for "
+    "bfloat16, rsqrt(var + eps) with eps rounded to the half format, x*inv + (beta - mean*inv)) runs "
+    "in the half format; gradients reduce over outer axes with tf.reduce_sum in the input dtype, "
+    "which for float16 accumulates in float16 (tf.reduce_sum of a (4096, 2) float16 array over axis "
+    "0 errs by ~16 ulps). Declared accumulation is therefore the half format itself.")
+
+_NN_BN = Conventions(
+    momentum_on="running",
+    default_momentum=None,
+    running_var_estimator="biased",
+    default_eps=None,
+    min_eps=None,
+    eps_mode="inside",
+    affine="per_channel",
+    batch_of_one="normalizes",
+    accumulation=_HALF,
+    nan_propagation="set",
+    sources=(_DOCS["moments"], _DOCS["batch_normalization"], _DOCS["ema"]),
+    notes=(
+        "tf.nn.moments returns the population (biased) variance; tf.nn.batch_normalization has no "
+        "default variance_epsilon and accepts 0 (no clamp). Running statistics follow "
+        "ExponentialMovingAverage: new = old - (1 - decay)(old - batch), i.e. momentum_on 'running' "
+        "with momentum = decay, no default decay. The runner translates any case convention "
+        "(momentum_on, running_var_estimator via var*n/(n-1), cumulative average) into that update, "
+        "computed in float32 for half inputs (as Keras and the fused kernel keep statistics). "
+        + _NN_PRECISION_NOTE),
+)
+
+_NN_NORM = Conventions(
+    default_eps=None, min_eps=None, eps_mode="inside", affine="per_channel", batch_of_one="normalizes",
+    accumulation=_HALF, nan_propagation="set", sources=(_DOCS["moments"], _DOCS["batch_normalization"]),
+    notes="tf.nn.moments over the normalized axes (keepdims) + tf.nn.batch_normalization; variance_epsilon "
+          "is required (no default) and not clamped. " + _NN_PRECISION_NOTE)
+
+_NN_PER_OP = {
+    "layer_norm": _NN_NORM,
+    "instance_norm": _NN_NORM,
+    "group_norm": dataclasses.replace(
+        _NN_NORM, notes="channels reshaped to (G, C/G), statistics over C/G and the spatial axes; gamma/beta "
+                        "reshaped to broadcast, so both per_channel (C,) and per_group (G,) parameters are "
+                        "expressible. " + _NN_NORM.notes),
+    "mvn": dataclasses.replace(
+        _NN_NORM, affine=None, notes="eps_mode 'inside' (variance_epsilon); 'none' is variance_epsilon=0; "
+                                     "'outside' has no tf.nn expression. " + _NN_NORM.notes),
+    "l2_normalize": Conventions(
+        default_eps=1e-12, min_eps=None, eps_mode="max_sumsq", affine=None, accumulation=_HALF,
+        nan_propagation="set", sources=(_DOCS["l2_normalize"],),
+        notes="x * rsqrt(max(sum(x**2), epsilon)), default epsilon 1e-12, computed in the input dtype "
+              "(no upcast); eps_mode 'none' is epsilon=0. A +-inf in a slice gives NaN at the inf and "
+              "+-0 elsewhere (IEEE: rsqrt(inf) = 0)."),
+}
+
+
 class TFNNRunner(_TFBase):
     """``tf.nn``: normalizations composed from `tf.nn.moments` + `tf.nn.batch_normalization`, and
     `tf.math.l2_normalize`; running statistics by the ExponentialMovingAverage update in TF ops."""
@@ -340,33 +400,11 @@ class TFNNRunner(_TFBase):
         "layer_norm": _FWD, "instance_norm": _FWD, "group_norm": _FWD, "mvn": _FWD, "l2_normalize": _FWD,
     }
     dtypes = ALL_DTYPES
-    conventions = Conventions(
-        momentum_on="running",
-        default_momentum=None,
-        running_var_estimator="biased",
-        default_eps=None,
-        min_eps=None,
-        eps_mode="inside",
-        affine="per_channel",
-        batch_of_one="normalizes",
-        accumulation={"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64"},
-        nan_propagation="set",
-        sources=(_DOCS["moments"], _DOCS["batch_normalization"], _DOCS["ema"], _DOCS["l2_normalize"]),
-        notes=(
-            "tf.nn.moments returns the population (biased) variance and reduces in float32 for "
-            "float16/bfloat16 inputs, but returns mean and variance in the input dtype; "
-            "tf.nn.batch_normalization then computes rsqrt(var + eps) and x*inv + (beta - mean*inv) "
-            "in the input dtype, so for half inputs the elementwise format (declared as "
-            "'accumulation') is the half format itself. Running statistics follow "
-            "ExponentialMovingAverage (new = old - (1 - decay)(old - batch), momentum_on 'running' "
-            "with momentum = decay); no default decay, no default epsilon (variance_epsilon is "
-            "required); epsilon 0 is accepted. The runner translates any case convention (momentum_on, "
-            "running_var_estimator via var*n/(n-1), cumulative average) into that update, computed in "
-            "float32 for half inputs. tf.math.l2_normalize: x * rsqrt(max(sum(x**2), epsilon)) "
-            "(eps_mode 'max_sumsq', default epsilon 1e-12); eps_mode 'none' is epsilon=0. "
-            "group_norm reshapes channels into (G, C/G); affine per_channel or per_group by reshape."
-        ),
-    )
+    conventions = _NN_BN
+
+    def conventions_for(self, op, attrs=None) -> Conventions:
+        """BatchNorm's conventions (`conventions`) or those of `op` on this path."""
+        return _NN_PER_OP.get(op, self.conventions)
 
     def supports(self, op, mode, dtype, attrs):
         reason = super().supports(op, mode, dtype, attrs)
@@ -561,6 +599,9 @@ class FusedBatchNormRunner(_TFBase):
             "x is float16/bfloat16/float32 (no float64 kernel); scale, offset, mean and variance are "
             "float32. epsilon is a float32 op attribute (default 0.001), not clamped on CPU (cuDNN "
             "requires >= 1e-5 on GPU). Data formats NHWC/NCHW (rank 4) and NDHWC/NCDHW (rank 5). "
+            "On CPU the kernel is oneDNN's (_MklNativeFusedBatchNormV3); for float16 oneDNN needs "
+            "AVX-512 half support and otherwise TF falls back to Eigen (logged as 'oneDNN supports "
+            "DT_HALF only on platforms with AVX-512'), so the float16 kernel depends on the CPU. "
             "The public API returns only y and the (running or batch) mean/variance: the runner "
             "reports y, the batch mean (training without running statistics) or the running "
             "statistics, not the batch variance (Bessel-corrected, not the oracle's 'var') or rstd."
@@ -592,8 +633,6 @@ class FusedBatchNormRunner(_TFBase):
         fmt = {(4, "channels_last"): "NHWC", (4, "channels_first"): "NCHW",
                (5, "channels_last"): "NDHWC", (5, "channels_first"): "NCDHW"}[(nd, layout)]
         c = x0.shape[-1] if layout == "channels_last" else x0.shape[1]
-        axes, _ = _bn_reduce(nd, layout)
-        n = _count(x0.shape, axes)
         eps = float(case.attrs["eps"]) if "eps" in case.attrs else 0.001
         ins = _inputs(case, dtype=dt)
         f32 = {k: case.inputs[k].astype(np.float32) for k in ("gamma", "beta", "running_mean", "running_var")
@@ -629,7 +668,9 @@ class FusedBatchNormRunner(_TFBase):
                     f = _batch_weight(a["momentum"], a["momentum_on"], nbt + k)
                     y, rm, rv = bn(x, scale, offset, rm, rv, epsilon=eps, data_format=fmt, is_training=True,
                                    exponential_avg_factor=f)
-                    ys.append(_out(y)), rms.append(_out(rm)), rvs.append(_out(rv))
+                    ys.append(_out(y))
+                    rms.append(_out(rm))
+                    rvs.append(_out(rv))
             return {"y": np.stack(ys), "running_mean": np.stack(rms), "running_var": np.stack(rvs)}
         # gradients: through the fused kernel's registered gradient (FusedBatchNormGradV3)
         state, kind = mode.split("_")
@@ -663,6 +704,58 @@ class FusedBatchNormRunner(_TFBase):
 # Keras 3
 
 
+_UPCAST = {"float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"}
+_KERAS_COMMON = (
+    "Layers use the plain dtype policy of the case's dtype (variables in that dtype); channels_last "
+    "is axis=-1, channels_first axis=1. The layer upcasts float16/bfloat16 inputs to float32 and "
+    "casts the result back (a half layer's output is exactly the float32 layer's, rounded).")
+
+_KERAS_BN = Conventions(
+    momentum_on="running",
+    default_momentum=0.99,
+    running_var_estimator="biased",
+    default_eps=0.001,
+    min_eps=None,
+    eps_mode="inside",
+    affine="per_channel",
+    batch_of_one="normalizes",
+    accumulation=_UPCAST,
+    nan_propagation="set",
+    sources=(_DOCS["keras_bn"], _DOCS["keras_mixed"]),
+    notes=("BatchNormalization(momentum=0.99, epsilon=1e-3): moving = moving*momentum + "
+           "batch*(1-momentum) (momentum_on 'running') with the biased batch variance "
+           "(keras.ops.moments); epsilon is not clamped (Keras 3 never uses the fused kernel, whose "
+           "cuDNN form needed >= 1.001e-5 in Keras 2); a batch of one gives beta up to the rounding "
+           "of the folded x*inv + (beta - mean*inv). " + _KERAS_COMMON),
+)
+
+
+def _keras_norm(doc: str, eps: float, affine: str | None, notes: str) -> Conventions:
+    return Conventions(default_eps=eps, min_eps=None, eps_mode="inside", affine=affine,
+                       batch_of_one="normalizes", accumulation=_UPCAST, nan_propagation="set",
+                       sources=(_DOCS[doc], _DOCS["keras_mixed"]), notes=notes + " " + _KERAS_COMMON)
+
+
+_KERAS_PER_OP = {
+    "layer_norm": _keras_norm("keras_ln", 1e-3, "per_channel",
+                              "LayerNormalization(axis=trailing axes, epsilon=1e-3): gamma/beta per element "
+                              "of the normalized axes; y = x*inv + (beta - mean*inv), inv = gamma*rsqrt(var + "
+                              "eps). (rms_scaling=True is deprecated and not RMS normalization.)"),
+    "group_norm": _keras_norm("keras_gn", 1e-3, "per_channel",
+                              "GroupNormalization(groups, axis, epsilon=1e-3): contiguous channel groups, "
+                              "gamma/beta per channel."),
+    "instance_norm": _keras_norm("keras_gn", 1e-3, "per_channel",
+                                 "GroupNormalization(groups=C) (documented as Instance Normalization), "
+                                 "epsilon=1e-3."),
+    "rms_norm": _keras_norm("keras_rms", 1e-6, "per_channel",
+                            "RMSNormalization(axis, epsilon=1e-6): x * rsqrt(mean(x**2) + eps) * scale, "
+                            "scale per element of the normalized axes."),
+    "mvn": _keras_norm("keras_ln", 1e-3, None,
+                       "LayerNormalization(axis=axes, center=False, scale=False): eps inside the root "
+                       "(eps_mode 'none' is epsilon=0)."),
+}
+
+
 class KerasRunner(_TFBase):
     """``keras``: Keras 3 normalization layers on the TensorFlow backend, weights from the case."""
 
@@ -674,33 +767,15 @@ class KerasRunner(_TFBase):
         "layer_norm": _FWD, "rms_norm": _FWD, "group_norm": _FWD, "instance_norm": _FWD, "mvn": _FWD,
     }
     dtypes = ALL_DTYPES
-    conventions = Conventions(
-        momentum_on="running",
-        default_momentum=0.99,
-        running_var_estimator="biased",
-        default_eps=0.001,
-        min_eps=None,
-        eps_mode="inside",
-        affine="per_channel",
-        batch_of_one="normalizes",
-        accumulation={"float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"},
-        nan_propagation="set",
-        sources=(_DOCS["keras_bn"], _DOCS["keras_ln"], _DOCS["keras_gn"], _DOCS["keras_rms"],
-                 _DOCS["keras_mixed"]),
-        notes=(
-            "BatchNormalization(momentum=0.99, epsilon=1e-3): moving = moving*momentum + "
-            "batch*(1-momentum) (momentum_on 'running') with the biased batch variance "
-            "(keras.ops.moments); epsilon is not clamped (Keras 3 never uses the fused kernel). "
-            "LayerNormalization and GroupNormalization default epsilon 1e-3, RMSNormalization 1e-6 "
-            "(default_eps is BatchNormalization's). Every layer upcasts float16/bfloat16 to float32 "
-            "internally. Layers use the plain dtype policy of the case's dtype (variables in that "
-            "dtype), channels_last axis=-1, channels_first axis=1. instance_norm is "
-            "GroupNormalization(groups=C) (documented as Instance Normalization), mvn is "
-            "LayerNormalization(axis=axes, center=False, scale=False) (eps inside). "
-            "GroupNormalization parameters are per channel. UnitNormalization, which does not "
-            "upcast, is the separate runner 'keras.UnitNormalization'."
-        ),
-    )
+    conventions = _KERAS_BN
+
+    def conventions_for(self, op, attrs=None) -> Conventions:
+        """BatchNormalization's conventions (`conventions`) or those of the layer behind `op`."""
+        return _KERAS_PER_OP.get(op, self.conventions)
+
+    def available(self) -> str | None:
+        """Keras 3 and TensorFlow (its backend here) must both be importable."""
+        return Runner.available(self) or _TFBase.available(_TFBase())
 
     def setup(self) -> None:
         keras = _keras()
@@ -898,15 +973,17 @@ class KerasUnitNormRunner(KerasRunner):
         default_eps=1e-12,
         min_eps=1e-12,
         affine=None,
-        accumulation={"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64"},
+        accumulation={"float16": "float16", "bfloat16": "float32", "float32": "float32", "float64": "float64"},
+        elementwise={"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64"},
         nan_propagation="set",
         sources=(_DOCS["keras_unit"],),
         notes=(
             "UnitNormalization(axis) calls keras.ops.normalize(x, order=2, epsilon=1e-12): "
             "x * minimum(rsqrt(sum(x**2)), 1/epsilon), i.e. eps_mode 'max_norm' with epsilon fixed at "
             "1e-12 (not a constructor argument). Unlike BatchNormalization/LayerNormalization/"
-            "GroupNormalization/RMSNormalization it does not upcast half inputs: squares, sum and "
-            "rsqrt run in float16/bfloat16 (float16 squares overflow for |x| >= 256)."
+            "GroupNormalization/RMSNormalization it does not upcast half inputs: squares and rsqrt run "
+            "in float16/bfloat16 (float16 squares overflow for |x| >= 256), and tf.reduce_sum "
+            "accumulates float16 in float16 over outer axes (bfloat16 in float32)."
         ),
     )
 

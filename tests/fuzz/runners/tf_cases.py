@@ -132,10 +132,14 @@ def _configs(op: str, mode: str):
                               ("channels_first", (3, 2, 4))):
             base = {"eps": BN_EPS, "layout": layout}
             if mode in ("training", "training_steps"):
-                for conv in ({"momentum": 0.1, "momentum_on": "batch", "running_var_estimator": "unbiased"},
-                             {"momentum": 0.9, "momentum_on": "running", "running_var_estimator": "biased"},
-                             {"momentum": None, "momentum_on": "batch", "running_var_estimator": "unbiased",
-                              "num_batches_tracked": 2}):
+                convs = [{"momentum": 0.1, "momentum_on": "batch", "running_var_estimator": "unbiased"},
+                         {"momentum": 0.9, "momentum_on": "running", "running_var_estimator": "biased"}]
+                if layout == "channels_first" and len(shape) == 4:  # the other conventions on one shape
+                    convs += [{"momentum": None, "momentum_on": "batch", "running_var_estimator": "unbiased",
+                               "num_batches_tracked": 2},
+                              {"momentum": 0.3, "momentum_on": "batch", "running_var_estimator": "biased"},
+                              {"momentum": 0.8, "momentum_on": "running", "running_var_estimator": "unbiased"}]
+                for conv in convs:
                     out.append((shape, {**base, **conv}, {}))
                 if mode == "training":
                     out.append((shape, base, {"running": False}))
