@@ -14,9 +14,13 @@ in `EXT` (>= 64-bit significand); the statistics use the corrected two-pass algo
 LeVeque 1983) so that their error is a few units of 2**-64 relative to the data's spread, not to its
 magnitude (docs/error-model.md derives the oracle's own error).
 
-NaN/Inf semantics: a NaN or +-Inf anywhere in a reduction set makes every output of that set NaN
-(its statistics included), as IEEE arithmetic on the centered formula would; sets without one are
-unaffected. Non-finite gamma/beta act elementwise, as IEEE arithmetic does.
+NaN/Inf semantics, as IEEE arithmetic on the formula gives them: a NaN anywhere in a reduction set
+makes every output of that set NaN, statistics included. A +-Inf in a set of a *centered* op makes
+its outputs NaN too (x - mean is inf - inf), while the reported mean is the IEEE mean (+-inf, or NaN
+for mixed signs). In an *uncentered* op (RMSNorm, L2, weight norm) a +-Inf makes the set's sum of
+squares inf and its scale r = 0: finite elements give (signed) zero, infinite ones NaN. Gradients
+(VJP/JVP) of any set holding a NaN or Inf are NaN. Sets without a non-finite value are unaffected;
+non-finite gamma/beta act elementwise.
 """
 
 from __future__ import annotations
@@ -142,7 +146,8 @@ class Forward:
     c: np.ndarray
     xhat: np.ndarray
     y: np.ndarray
-    bad: np.ndarray  # keepdims mask of non-finite reduction sets
+    bad: np.ndarray  # keepdims mask of the sets whose outputs the NaN rule makes NaN
+    bad_grad: np.ndarray  # keepdims mask of the sets holding any non-finite value
     gamma: np.ndarray | None
     beta: np.ndarray | None
     stats_given: bool = False
@@ -164,10 +169,11 @@ def forward(
     n = reduction_size(x.shape, norm.axes)
     if given is None:
         mean, v = stats(x, norm)
-        bad = nonfinite_sets(x, norm.axes)
+        bad_grad = nonfinite_sets(x, norm.axes)
+        bad = bad_grad if norm.centered else np.any(np.isnan(x), axis=norm.axes, keepdims=True)
     else:
         mean, v = (np.asarray(a, dtype=EXT) for a in given)
-        bad = np.zeros((1,) * x.ndim, dtype=bool)
+        bad = bad_grad = np.zeros((1,) * x.ndim, dtype=bool)
     r = rscale(v, eps, norm.eps_mode)
     with np.errstate(invalid="ignore", over="ignore"):
         c = x - mean if norm.centered else x
@@ -179,12 +185,14 @@ def forward(
             y = y + np.asarray(beta, dtype=EXT)
     if given is None and bad.any():
         nan = EXT("nan")
-        mean = np.where(bad, nan, mean)
+        with np.errstate(invalid="ignore", over="ignore"):
+            ieee_mean = np.sum(x, axis=norm.axes, keepdims=True) / n if norm.centered else mean
+        mean = np.where(bad, ieee_mean, mean)
         v = np.where(bad, nan, v)
         r = np.where(bad, nan, r)
         xhat = np.where(bad, nan, xhat)
         y = np.where(bad, nan, y)
-    return Forward(x, norm, eps, n, mean, v, r, c, xhat, y, bad,
+    return Forward(x, norm, eps, n, mean, v, r, c, xhat, y, bad, bad_grad,
                    None if gamma is None else np.asarray(gamma, dtype=EXT),
                    None if beta is None else np.asarray(beta, dtype=EXT), given is not None)
 
@@ -215,8 +223,9 @@ def vjp(f: Forward, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             rp = rscale_derivative(f.v, f.r, f.eps, norm.eps_mode)
             t = f.r * z + rp * np.sum(z * f.c, axis=axes, keepdims=True) * (2 * f.c / ns)
             dx = _center(t, axes, norm.centered)
-            dx = np.where(f.bad, EXT("nan"), dx)
-        return dx, dy * f.xhat, dy
+            dx = np.where(f.bad_grad, EXT("nan"), dx)
+        xhat = f.xhat if f.stats_given else np.where(f.bad_grad, EXT("nan"), f.xhat)
+        return dx, dy * xhat, dy
 
 
 def jvp(f: Forward, tx: np.ndarray, tgamma=None, tbeta=None) -> np.ndarray:
@@ -242,7 +251,7 @@ def jvp(f: Forward, tx: np.ndarray, tgamma=None, tbeta=None) -> np.ndarray:
         if tbeta is not None:
             ty = ty + np.asarray(tbeta, dtype=EXT)
         if not f.stats_given:
-            ty = np.where(f.bad, EXT("nan"), ty)
+            ty = np.where(f.bad_grad, EXT("nan"), ty)
     return ty
 
 

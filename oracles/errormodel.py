@@ -15,7 +15,7 @@ Notation (per reduction set R of n elements, in the working view of `_core`):
     M = max_R |x|,  Rng = max_R |x - mu|
 
 Statistics (computed from data):
-    e_mu = g(2n+2, u_a) * M + 2 eta_a                                  |mu^ - mu|
+    e_mu = g(2n+2, u_a) * M + (n+9) eta_a / 4                          |mu^ - mu|
     D_v  = g(n+4, u_a) * v + 4 e_mu Rng + e_mu**2 + (n+2) eta_a         |v^ - v|  (centered)
     D_v  = g(2n+2, u_a) * v + (n+2) eta_a / n_s + eta_a                 (uncentered: mean square/sum)
 Scale r = rscale(v, eps): r is decreasing in v and eps, so the honest r^ lies between
@@ -25,11 +25,23 @@ Scale r = rscale(v, eps): r is decreasing in v and eps, so the honest r^ lies be
 Normalized value and output:
     Dc_i    = e_mu + g(2, u_e) (|x_i| + |mu|)                          error of the centered value
     Dxhat_i = r Dc_i (1 + rho_r) + |c_i| r rho_r + g(1, u_e)|xhat_i| + eta_e
-    B(y_i)  = [|gamma| Dxhat_i + g(2, u_e)(|gamma xhat_i| + |beta|) + 3 eta_e](1 + u_o) + u_o|y_i| + eta_o
+    B(y_i)  = [|gamma| Dxhat_i + g(2, u_e)(|gamma xhat_i| + |beta|) + 3 eta_e
+               + eta_e (|x_i| + |mu|)](1 + u_o) + u_o|y_i| + eta_o       (last term: folded scale underflow)
 With given statistics (BatchNorm inference) e_mu = D_v = 0.
 
-A bound of +inf marks an element no honest implementation can pin down (e.g. zero variance with
-eps = 0, or a variance below the summation error with eps = 0): any value, NaN included, agrees there.
+A bound of +inf marks an element no honest implementation can pin down, and any value, NaN
+included, agrees there (`error_ratio`):
+  - the scale is infinite (zero variance with eps = 0, a variance below the summation error with
+    eps = 0) or its derivative is (eps outside the root at v = 0, for gradients);
+  - an intermediate of one of the algorithms above may overflow the working format although the
+    output does not (`_stat_overflow`, `_grad_overflow`, the folded form's x * scale, a parameter
+    gradient's terms, a running statistic stored as inf by the previous step). Typical: float32
+    LayerNorm of values near 1e20 (sum of squares = inf), float32 gradients with r**3 = inf.
+Where the reference is NaN outside those sets, the NaN comes from a non-finite input and the bound is
+0 (`_pin_nan`): a finite output there is a NaN-pattern difference.
+
+Calibration: tests/oracles/test_calibration.py runs honest float32/float64 implementations of every
+op and mode (tests/oracles/honest.py) on hostile regimes; benchmarks/calibration.py prints the ratios.
 """
 
 from __future__ import annotations
@@ -116,6 +128,52 @@ class StatErrors:
     rho_r: np.ndarray
     dc: np.ndarray     # error of the centered value, per element
     dxhat: np.ndarray  # error of xhat, per element
+    free: np.ndarray   # keepdims mask of unconstrained sets: r infinite, or an intermediate overflows
+    free_x: np.ndarray  # per element: free, or (given statistics) x - mu overflows
+
+
+def _limit(p: Precision, k: int) -> EXT:
+    """Magnitude above which a quantity computed with k roundings in the smaller of the accumulation
+    and elementwise formats may round to infinity."""
+    thr = min(overflow_threshold(p.accum), overflow_threshold(p.elementwise))
+    return thr / (1 + g(k, max(p.u_a, p.u_e)))
+
+
+def _big(a, lim) -> np.ndarray:
+    """a >= lim for finite a: an overflow due to magnitude (an infinite a comes from a non-finite
+    input, which the NaN rule or IEEE propagation handles, not from an overflow)."""
+    a = np.asarray(a)
+    return np.isfinite(a) & (a >= lim)
+
+
+def _stat_overflow(f: Forward, p: Precision) -> np.ndarray:
+    """Keepdims mask of the sets where an honest algorithm's statistics may overflow.
+
+    Derivation. The algorithms of the module docstring form these intermediates (exact values;
+    each is computed with at most n + 4 roundings, hence the margin of `_limit`):
+      - partial sums of x (mean by any summation order, Welford's running mean): |.| <= n M;
+      - the squares and the partial sums of squares, sum_R c**2 = n_s v (two-pass, sum * 1/n),
+        and Welford's increments d * (x - m) <= (2 Rng)**2 (d = x - m_old, |m_old| within the data);
+      - uncentered: the squares x**2 and their sums, <= n_s v.
+    Where one of them reaches the working format's overflow threshold, an honest implementation
+    returns inf, 0 or NaN (e.g. float32 LayerNorm of values near 1e20: sum c**2 = inf, r = 0,
+    y = beta), which no first-order term describes: such a set is unconstrained. Sets with a
+    non-finite input follow the NaN rule instead. (Given statistics: see `stat_errors`, x - mu_r.)
+    """
+    norm, n = f.norm, f.n
+    ns = n if norm.divisor == "mean" else 1
+    if f.stats_given:
+        return np.zeros(np.shape(f.v), dtype=bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        big_m = np.max(np.abs(f.x), axis=norm.axes, keepdims=True)
+        lim = _limit(p, n + 4)
+        ovf = ns * f.v >= lim
+        if norm.centered:
+            rng = np.max(np.abs(f.c), axis=norm.axes, keepdims=True)
+            ovf = ovf | (n * big_m >= lim) | (4 * rng * rng >= lim)
+        else:
+            ovf = ovf | (big_m * big_m >= lim)
+    return ovf & ~f.bad
 
 
 def stat_errors(f: Forward, p: Precision) -> StatErrors:
@@ -124,6 +182,7 @@ def stat_errors(f: Forward, p: Precision) -> StatErrors:
     ns = n if norm.divisor == "mean" else 1
     ua, ue = p.u_a, p.u_e
     zero = np.zeros_like(f.v)
+    ovf = _stat_overflow(f, p)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         ax = np.abs(f.x)
         if f.stats_given:
@@ -131,7 +190,10 @@ def stat_errors(f: Forward, p: Precision) -> StatErrors:
         elif norm.centered:
             big_m = np.max(ax, axis=norm.axes, keepdims=True)
             rng = np.max(np.abs(f.c), axis=norm.axes, keepdims=True)
-            e_mu = g(2 * n + 2, ua) * big_m + 2 * p.eta_a
+            # underflow floor: two-pass rounds once below the smallest normal (sums of subnormals
+            # are exact), but Welford's m += d / k rounds at every step, eta_a / 2 each, and the
+            # error of step k reaches m_n damped by k / n: sum_k (eta_a / 2) k / n = (n+1) eta_a / 4
+            e_mu = g(2 * n + 2, ua) * big_m + (n + 9) * p.eta_a / 4
             d_v = g(n + 4, ua) * f.v + 4 * e_mu * rng + e_mu * e_mu + (n + 2) * p.eta_a
         else:
             e_mu = zero
@@ -142,12 +204,21 @@ def stat_errors(f: Forward, p: Precision) -> StatErrors:
         rho = np.maximum(r_hi / f.r - 1, 1 - r_lo / f.r)
         rho = np.where(np.isfinite(r_hi) & np.isfinite(f.r) & (f.r > 0), rho, INF)
         rho = rho + g(5, ue) * (1 + rho)
+        e_mu, d_v, rho = (np.where(ovf, INF, a) for a in (e_mu, d_v, rho))
         if norm.centered:
             dc = e_mu + g(2, ue) * (ax + np.abs(f.mean))
         else:
             dc = np.zeros_like(ax)
         dxhat = f.r * dc * (1 + rho) + np.abs(f.c) * f.r * rho + g(1, ue) * np.abs(f.xhat) + p.eta_e
-    return StatErrors(e_mu, d_v, rho, dc, _clean(dxhat))
+        free = ovf | np.isinf(f.r)
+        free_x = free
+        if f.stats_given:
+            # c = x - mu_r may overflow (finite x and mu_r of opposite signs near the format's
+            # maximum): that element is unconstrained (elementwise, as IEEE is with given statistics)
+            c_ovf = _big(ax + np.abs(f.mean), _limit(p, 1))
+            free_x = free | c_ovf
+            dxhat = np.where(c_ovf, INF, dxhat)
+    return StatErrors(e_mu, d_v, rho, dc, _clean(dxhat), free, free_x)
 
 
 def forward_bounds(f: Forward, p: Precision) -> dict[str, np.ndarray]:
@@ -157,14 +228,39 @@ def forward_bounds(f: Forward, p: Precision) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", over="ignore"):
         ag = 1 if f.gamma is None else np.abs(f.gamma)
         ab = 0 if f.beta is None else np.abs(f.beta)
+        ax, am = np.abs(f.x), np.abs(f.mean)
         pre = ag * s.dxhat + g(2, ue) * (ag * np.abs(f.xhat) + ab) + 3 * p.eta_e
+        # Folded form y = x * scale + shift, scale = gamma * r, shift = beta - mu * scale:
+        # (1) scale may underflow (|gamma| r below the smallest normal), an absolute error of at
+        #     most eta_e / 2 that x * scale and mu * scale multiply by |x| and |mu|;
+        # (2) x * scale, mu * scale and shift may overflow although y does not (|mu| r |gamma| is
+        #     |mu| / std times |gamma|, 1e7 * |gamma| for a float32 large-mean set): unconstrained.
+        pre = pre + (ax + am) * p.eta_e
+        fold_free = _big(np.maximum(ax, am) * f.r * ag + ab, _limit(p, 3)) | _big(f.r * ag, _limit(p, 1))
         out = {
-            "y": _out(pre, f.y, p),
+            "y": _out(np.where(fold_free, INF, pre), f.y, p),
             "mean": _out(s.e_mu + p.u_a * np.abs(f.mean), f.mean, p),
             "v": _out(s.d_v, f.v, p),
             "r": _out(f.r * s.rho_r, f.r, p),
         }
-    return {k: _zero_where_bad(f, b) for k, b in out.items()}
+    values = {"y": f.y, "mean": f.mean, "v": f.v, "r": f.r}
+    free = {"y": s.free_x | fold_free}
+    return {k: _pin_nan(_zero_where_bad(f, b), values[k], free.get(k, s.free)) for k, b in out.items()}
+
+
+def _pin_nan(b: np.ndarray, value: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Bound 0 where the reference is NaN outside the unconstrained sets `free`.
+
+    Such a NaN comes from a non-finite input (the NaN rule of `_core`, a NaN or infinite
+    parameter, cotangent, tangent or given statistic): a non-NaN output there is a NaN-pattern
+    difference, as `error_ratio` judged every NaN reference before unconstrained sets existed.
+    Inside `free` sets the reference's NaN is an undefined form (0 * inf with r = inf, r' = inf)
+    or an overflow, and the bound stays +inf: any value agrees. (Infinite references are left
+    alone: with an infinite parameter the folded form gives NaN where the centered one gives inf.)"""
+    value = np.asarray(value)
+    shape = np.broadcast_shapes(np.shape(b), value.shape, np.shape(free))
+    pin = np.broadcast_to(np.isnan(value), shape) & ~np.broadcast_to(free, shape)
+    return np.where(pin, EXT(0), np.broadcast_to(b, shape)) if pin.any() else b
 
 
 def _zero_where_bad(f: Forward, b: np.ndarray) -> np.ndarray:
@@ -206,6 +302,7 @@ def vjp_bounds(f: Forward, dy: np.ndarray, p: Precision) -> dict[str, np.ndarray
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         z = np.abs(dy) * (1 if f.gamma is None else np.abs(f.gamma))
         if f.stats_given:
+            free = s.free_x | _big(z, _limit(p, 1))
             pre = z * f.r * (s.rho_r + g(2, ue)) + p.eta_e
         else:
             ac = np.abs(f.c)
@@ -214,17 +311,51 @@ def vjp_bounds(f: Forward, dy: np.ndarray, p: Precision) -> dict[str, np.ndarray
             t1 = f.r * z
             szc = np.sum(z * ac, axis=norm.axes, keepdims=True)
             t2 = rp * szc * 2 * ac / ns
+            free = s.free_x | _grad_overflow(f, p, rp, szc, z)
             szdc = np.sum(z * s.dc, axis=norm.axes, keepdims=True)
             e = (g(2 * n + 4, ua) * (t1 + t2) + s.rho_r * t1 + rho_rp * t2
-                 + (1 + rho_rp) * rp * (2 / ns) * (szdc * ac + szc * s.dc) + g(1, ue) * t1)
+                 + (1 + rho_rp) * rp * (2 / ns) * (szdc * ac + szc * s.dc) + g(1, ue) * t1
+                 + _RP_UNDERFLOW * p.eta_e * szc * (2 / ns) * ac)
             if norm.centered:
                 mean = lambda a: np.mean(a, axis=norm.axes, keepdims=True)  # noqa: E731
                 pre = e + mean(e) + g(2 * n + 2, ua) * (t1 + t2 + mean(t1 + t2))
             else:
                 pre = e
             pre = pre + (n + 4) * p.eta_e
-        out = {"x": _out(pre, dx, p)}
-    return {k: _zero_where_bad(f, b) for k, b in out.items()}
+        out = {"x": _out(np.where(free, INF, pre), dx, p)}
+    return {k: _pin_nan(_zero_where_bad(f, b), dx, free) for k, b in out.items()}
+
+
+#: Absolute error of r' = -r**3 / 2 (or -r**2 / (2 sqrt v)) from underflow, in units of eta_e: the
+#: product of three factors may go subnormal at each of its two multiplications (eta_e / 2 each,
+#: the first one then scaled by a factor r < 1, since r**3 underflows only when r is small), and the
+#: halving once more (eta_e / 2): at most 1.5 eta_e, rounded up to 2. An honest float32 gradient
+#: meets it with |x| ~ 1e19 (r ~ 1e-19, r**3 = 0 in float32) where r' * sum(z c) * c is O(r z).
+_RP_UNDERFLOW = 2
+
+
+def _grad_overflow(f: Forward, p: Precision, rp: np.ndarray, s_abs: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Mask of the sets (or elements) where an honest gradient algorithm may overflow or meet an
+    undefined form, beyond the statistics' own (`_stat_overflow`).
+
+    `rp` = |r'|, `s_abs` = sum_R |t| |c| (t = |gamma dy| for the VJP, |P(tx)| for the JVP). The
+    gradient forms covered (`_core.vjp`/`_core.jvp`, and the closed forms with xhat) compute
+    r' = -r**3 / 2 (a product of three r's), t * c and its sum, t * xhat and its sum (<= r s_abs),
+    r' * sum(t c) (then times 2 / n_s), r * t and, centering, its sum over the set (<= n r max t),
+    and n * t (PyTorch's (r / n) (n z - sum z - xhat sum(z xhat))). Each with a few roundings;
+    where one reaches the overflow threshold the output is not pinned down, in the whole set since
+    the centering spreads an inf - inf. r' infinite (eps "outside" with v = 0: the root is not
+    differentiable there) is an undefined form, likewise unconstrained.
+    """
+    norm, n = f.norm, f.n
+    ns = n if norm.divisor == "mean" else 1
+    lim = _limit(p, n + 6)
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.where(np.isfinite(f.r), f.r, EXT(0))
+        tmax = np.max(t, axis=norm.axes, keepdims=True)
+        return (np.isinf(rp) | _big(0.5 * r * r * r, lim) | _big(s_abs, lim) | _big(r * s_abs, lim)
+                | _big(rp * s_abs * max(EXT(1), 2 / EXT(ns)), lim) | _big(n * np.maximum(r, 1) * tmax, lim)
+                | _big(t, lim))
 
 
 def param_grad_bounds(f: Forward, dy: np.ndarray, p: Precision, work_shape: tuple[int, ...],
@@ -247,7 +378,12 @@ def param_grad_bounds(f: Forward, dy: np.ndarray, p: Precision, work_shape: tupl
         b = _out(pre + count * p.eta_a, value, p)
     if not f.stats_given and f.bad.any():
         b = np.where(np.isnan(value), EXT(0), b)
-    return b
+    # unconstrained: a sum whose terms or partial sums may overflow (sum |dy xhat| reaches the
+    # threshold although the sum itself need not), and for gamma a sum over an unconstrained set
+    free = _big(total, _limit(p, count + 2))
+    if which == "gamma":
+        free = free | (unbroadcast(np.broadcast_to(s.free_x, f.x.shape).astype(EXT), work_shape) > 0)
+    return _pin_nan(np.where(free, INF, b), value, free)
 
 
 def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision) -> np.ndarray:
@@ -263,6 +399,7 @@ def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision) -> np.ndarray:
         if f.stats_given:
             core = f.r * atx
             e = core * (s.rho_r + g(2, ue))
+            free = s.free_x
         else:
             mean = lambda a: np.mean(a, axis=norm.axes, keepdims=True)  # noqa: E731
             dc = tx - mean(tx) if norm.centered else tx
@@ -276,8 +413,10 @@ def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision) -> np.ndarray:
             bt = ac * rp * (2 / ns) * scd
             cross = np.sum(ac * ddc + adc * s.dc, axis=norm.axes, keepdims=True)
             core = a_ + bt
+            free = s.free_x | _grad_overflow(f, p, rp, scd, atx)
             e = (g(2 * n + 4, ua) * core + s.rho_r * a_ + rho_rp * bt + f.r * (1 + s.rho_r) * ddc
-                 + (1 + rho_rp) * rp * (2 / ns) * (ac * cross + s.dc * scd) + g(2, ue) * core)
+                 + (1 + rho_rp) * rp * (2 / ns) * (ac * cross + s.dc * scd) + g(2, ue) * core
+                 + _RP_UNDERFLOW * p.eta_e * (2 / ns) * scd * ac)
         pre = ag * e
         terms = ag * core
         if tgamma is not None:
@@ -287,23 +426,42 @@ def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision) -> np.ndarray:
         if tbeta is not None:
             terms = terms + np.abs(np.asarray(tbeta, dtype=EXT))
         pre = pre + g(3, ue) * terms + (n + 4) * p.eta_e
-        return _zero_where_bad(f, _out(pre, ty, p))
+        b = _out(np.where(free, INF, pre), ty, p)
+        return _pin_nan(_zero_where_bad(f, b), ty, free)
 
 
 def running_bound(old, old_bound, stat, stat_bound, weight: float, p: Precision) -> np.ndarray:
     """Bound for new = (1 - w) * old + w * stat given bounds on old and stat (per channel).
 
     Terms: the propagated bounds (1-w)*B_old + w*B_stat; three roundings of the update
-    g(3, u_e)((1-w)|old| + w|stat|); the momentum itself rounded to the elementwise format,
-    u_e * w * |stat - old|; and the final rounding to the output format.
+    g(3, u_e)((1-w)|old| + w|stat|), each of which may also be an underflow (3 eta_e / 2: running
+    statistics of subnormal data); the weight's own error times |stat - old|; and the final
+    rounding to the output format.
+
+    The weight's error, u_e (1 + 2w) |stat - old|. The weight w^ the implementation uses differs
+    from w by at most u_e: with momentum_on "batch" (and the cumulative 1/k) w^ = fl(w), off by
+    u_e w; with "running" the given m = 1 - w is rounded (u_e (1 - w)) and w^ = fl(1 - m^) rounds
+    again (u_e w). E.g. Keras' m = 0.999 in float32: w^ = 1 - fl(0.999) is 2**-10 relative off w =
+    0.001, which the earlier term u_e w |stat - old| missed 10-fold (a running mean starting at 0).
+    The update may also be computed as old + w^ (stat - old) (TensorFlow's assign_moving_average):
+    the rounding of stat - old and of the product add 2 u_e w |stat - old|, while (1-w) old + w stat
+    stays within the three roundings above.
     """
     old, stat = np.asarray(old, dtype=EXT), np.asarray(stat, dtype=EXT)
+    old_bound = np.asarray(old_bound, dtype=EXT)
     w = EXT(weight)
     with np.errstate(invalid="ignore", over="ignore"):
         new = (1 - w) * old + w * stat
         pre = ((1 - w) * old_bound + w * stat_bound + g(3, p.u_e) * ((1 - w) * np.abs(old) + w * np.abs(stat))
-               + p.u_e * w * np.abs(stat - old))
-        return _out(pre, new, p)
+               + p.u_e * (1 + 2 * w) * np.abs(stat - old) + 3 * p.eta_e / 2)
+        # The old value is stored in the output format (a previous step's output): where it may
+        # have overflowed to inf (|old| + its bound reaches the threshold), the update gives inf or
+        # NaN (inf - inf in old + w * (stat - old)): unconstrained.
+        stored_inf = _big(np.abs(old) + old_bound, overflow_threshold(p.dtype))
+        b = _out(np.where(stored_inf, INF, pre), new, p)
+    # a NaN from a NaN old value or a NaN-rule statistic is determined; an unconstrained statistic
+    # (stat_bound = inf) leaves the new value unconstrained
+    return _pin_nan(b, new, np.isinf(np.asarray(stat_bound, dtype=EXT)) | np.isinf(np.asarray(old_bound, dtype=EXT)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,9 +478,11 @@ def overflow_threshold(dtype: str) -> EXT:
 def error_ratio(actual, ref, bound, dtype: str) -> np.ndarray:
     """Per-element |actual - ref| / bound in EXT (<= 1 means agreement).
 
-    Rules: NaN in both, or an unconstrained element (bound = inf), gives 0; NaN in exactly one
-    gives inf (a NaN-pattern difference); an infinite `actual` agrees where ref +- bound reaches
-    the format's overflow threshold with the same sign; zero error with zero bound gives 0.
+    Rules: NaN in both, or an unconstrained element (bound = inf, whatever the reference: a NaN
+    reference there is an undefined form such as 0 * inf, which an honest implementation may
+    evaluate to anything), gives 0; NaN in exactly one gives inf (a NaN-pattern difference); an
+    infinite `actual` agrees where ref +- bound reaches the format's overflow threshold on the
+    side of its sign; zero error with zero bound gives 0.
     """
     a = np.asarray(actual).astype(EXT)
     ref = np.asarray(ref, dtype=EXT)
@@ -332,12 +492,15 @@ def error_ratio(actual, ref, bound, dtype: str) -> np.ndarray:
         err = np.abs(a - ref)
         ratio = np.where(err == 0, EXT(0), err / bound)
         thr = overflow_threshold(dtype)
-        ovf_ok = np.isinf(a) & np.isfinite(ref) & (np.sign(a) == np.sign(ref)) & (np.abs(ref) + bound >= thr)
+        # the interval ref +- bound reaches the threshold on the side of actual's infinity (not
+        # sign(ref) == sign(actual): with a bound larger than |ref| either sign is honest)
+        reach = np.where(a > 0, ref + bound >= thr, ref - bound <= -thr)
+        ovf_ok = np.isinf(a) & np.isfinite(ref) & reach
         ratio = np.where(ovf_ok, EXT(0), ratio)
         an, rn = np.isnan(a), np.isnan(ref)
         ratio = np.where(an & rn, EXT(0), ratio)
         ratio = np.where(an ^ rn, INF, ratio)
-        ratio = np.where(np.isinf(bound) & ~rn, EXT(0), ratio)
+        ratio = np.where(np.isinf(bound), EXT(0), ratio)
         ratio = np.where(np.isinf(a) & np.isinf(ref) & (a == ref), EXT(0), ratio)
     return ratio
 
@@ -348,5 +511,5 @@ def nan_mismatch(actual, ref, bound=None) -> np.ndarray:
     ref = np.asarray(ref, dtype=EXT)
     m = np.isnan(a) ^ np.isnan(ref)
     if bound is not None:
-        m &= ~(np.isinf(np.asarray(bound, dtype=EXT)) & ~np.isnan(ref))
+        m &= ~np.isinf(np.asarray(bound, dtype=EXT))
     return m

@@ -1,11 +1,14 @@
 """The oracles' NaN/Inf rule (documented in `oracles/_core.py`).
 
-Computed statistics: "a NaN or +-Inf anywhere in a reduction set makes every output of that set NaN
-(its statistics included); sets without one are unaffected". For every op and every mode that
-computes statistics we put NaN, +Inf or -Inf at chosen positions of the normalized input and check,
-through `oracles.evaluate`, that
+Computed statistics, as IEEE arithmetic on the formula gives them: a NaN anywhere in a reduction set
+makes every output of that set NaN; a +-Inf does too in a centered op (x - mean is inf - inf), except
+the reported mean, which is the IEEE mean (+-inf, NaN for mixed signs); in an uncentered op (RMSNorm,
+L2, weight norm) a +-Inf without NaN makes the set's scale 0: finite elements give 0, infinite ones
+NaN, rstd is 0. Gradients of any set holding a non-finite value are NaN. For every op and every mode
+that computes statistics we put NaN, +Inf or -Inf at chosen positions of the normalized input and
+check, through `oracles.evaluate`, that
 
-* every output element belonging to an affected reduction set is NaN, and
+* every output element belonging to an affected reduction set follows that rule, and
 * every other element, and its error bound, is bit-identical to the evaluation of the same input
   with the finite values in place (the sets are independent).
 
@@ -258,6 +261,45 @@ def test_every_mode_is_covered():
 # the set rule
 
 
+UNCENTERED = {"rms_norm", "l2_normalize", "weight_norm"}
+
+
+def check_affected(case: Case, name: str, spec, out: np.ndarray, affected: np.ndarray, x_bad: np.ndarray):
+    """The rule for the elements of the affected sets (module docstring)."""
+    forward = case.mode in ("forward", "training", "training_steps")
+    nan_sets = np.unique(case.labels[np.isnan(x_bad)])
+    if not forward:
+        assert np.all(np.isnan(out[affected])), f"{name}: affected-set gradient element not NaN"
+        return
+    if case.op in UNCENTERED:
+        labels = spec if not callable(spec) else None
+        assert labels is not None and labels.shape == out.shape, name
+        nan_part = affected & np.isin(labels, nan_sets)
+        assert np.all(np.isnan(out[nan_part])), f"{name}: element of a set with a NaN is not NaN"
+        inf_part = affected & ~np.isin(labels, nan_sets)
+        if name == "rstd":
+            assert np.all(out[inf_part] == 0), f"{name}: a set with an infinity must have rstd 0"
+        else:  # y / w: NaN at the infinities, zero elsewhere
+            is_inf = np.isinf(x_bad)
+            assert np.all(np.isnan(out[inf_part & is_inf])), f"{name}: an infinite element must give NaN"
+            assert np.all(out[inf_part & ~is_inf] == 0), f"{name}: a finite element of an inf set must give 0"
+        return
+    if name == "mean":
+        labels = spec if not callable(spec) else None
+        assert labels is not None and labels.shape == out.shape, name
+        xe = np.asarray(x_bad, dtype=EXT)
+        for i in np.argwhere(affected):
+            members = xe[case.labels == labels[tuple(i)]]
+            with np.errstate(invalid="ignore"):
+                want = np.sum(members) / members.size
+            assert same_bits(out[tuple(i)], want), f"mean at {tuple(i)}: {out[tuple(i)]!r}, IEEE mean {want!r}"
+        return
+    if name == "running_mean":  # (1 - w) old + w * (IEEE mean): +-inf or NaN
+        assert np.all(~np.isfinite(out[affected])), f"{name}: affected-set element finite"
+        return
+    assert np.all(np.isnan(out[affected])), f"{name}: affected-set element not NaN"
+
+
 def check_set_rule(case: Case, x_bad: np.ndarray, precision: str) -> int:
     """Evaluate with `x_bad` and check the set rule against the finite evaluation; returns the
     number of unaffected output elements compared (so callers can assert the check had teeth)."""
@@ -270,7 +312,7 @@ def check_set_rule(case: Case, x_bad: np.ndarray, precision: str) -> int:
         out = ev.outputs[name]
         affected = spec(bad_labels) if callable(spec) else np.isin(spec, bad_labels)
         assert affected.shape == out.shape, (name, affected.shape, out.shape)
-        assert np.all(np.isnan(out[affected])), f"{name}: affected-set element not NaN"
+        check_affected(case, name, spec, out, affected, x_bad)
         assert_same_where(out, fin.outputs[name], ~affected, f"{name} (value)")
         assert_same_where(ev.bounds[name], fin.bounds[name], ~affected, f"{name} (bound)")
         compared += int((~affected).sum())
