@@ -81,12 +81,11 @@ def name_of(a: np.ndarray) -> str:
 def _round_bfloat16(a: np.ndarray) -> np.ndarray:
     """Round to bfloat16 (nearest, ties to even), returned in a float32 carrier."""
     f = np.asarray(a, dtype=np.float32)  # exact for float32 input; one rounding from wider input
-    bits = f.view(np.uint32).astype(np.uint64)
+    bits = f.reshape(-1).view(np.uint32).astype(np.uint64)  # 1-d: views of 0-d arrays are scalars
     lsb = (bits >> 16) & 1
     rounded = ((bits + 0x7FFF + lsb) >> 16) << 16
     out = rounded.astype(np.uint32).view(np.float32).copy()
-    nan = np.isnan(f)
-    out[nan] = np.float32("nan")
+    out[np.isnan(f.reshape(-1))] = np.float32("nan")
     return out.reshape(f.shape)
 
 

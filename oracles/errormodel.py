@@ -92,6 +92,9 @@ class Precision:
     def u_eps(self): return EXT(_dtype(self.eps_format).u)
 
     @property
+    def eta_eps(self): return EXT(_dtype(self.eps_format).eta)
+
+    @property
     def eta_a(self): return EXT(_dtype(self.accum).eta)
 
     @property
@@ -133,10 +136,12 @@ class StatErrors:
 
 
 def _limit(p: Precision, k: int) -> EXT:
-    """Magnitude above which a quantity computed with k roundings in the smaller of the accumulation
-    and elementwise formats may round to infinity."""
+    """Magnitude above which a quantity computed with k roundings in the accumulation format (a
+    reduction) and a few in the elementwise format may round to infinity, stored in the smaller
+    of the two formats. (The k roundings are the accumulation's: charging them at the elementwise
+    unit roundoff made every set of a half-elementwise path with n >= 2048 'overflow'.)"""
     thr = min(overflow_threshold(p.accum), overflow_threshold(p.elementwise))
-    return thr / (1 + g(k, max(p.u_a, p.u_e)))
+    return thr / ((1 + g(k, p.u_a)) * (1 + g(4, p.u_e)))
 
 
 def _big(a, lim) -> np.ndarray:
@@ -173,7 +178,7 @@ def _stat_overflow(f: Forward, p: Precision) -> np.ndarray:
             ovf = ovf | (n * big_m >= lim) | (4 * rng * rng >= lim)
         else:
             ovf = ovf | (big_m * big_m >= lim)
-    return ovf & ~f.bad
+    return ovf & ~f.bad_grad
 
 
 def stat_errors(f: Forward, p: Precision) -> StatErrors:
@@ -198,9 +203,18 @@ def stat_errors(f: Forward, p: Precision) -> StatErrors:
         else:
             e_mu = zero
             d_v = g(2 * n + 2, ua) * f.v + (n + 2) * p.eta_a / ns + p.eta_a
+        if ue > ua and not f.stats_given:
+            # an elementwise format coarser than the accumulator: the mean is materialized in it
+            # (one rounding, u_e |mu|) and the deviations and their squares are formed in it
+            # before being accumulated (g(2, u_e) v); e.g. tf.nn in bfloat16
+            e_mu = e_mu + ue * np.abs(f.mean) + p.eta_e
+            d_v = d_v + g(2, ue) * f.v + 2 * p.eta_e
         eps = EXT(f.eps)
-        r_hi = rscale(np.maximum(f.v - d_v, 0), eps * (1 - p.u_eps), norm.eps_mode)
-        r_lo = rscale(f.v + d_v, eps * (1 + p.u_eps), norm.eps_mode)
+        # eps rounded to its format: relative u_eps, or half a subnormal spacing below its normal range
+        eps_lo = np.maximum(eps * (1 - p.u_eps) - p.eta_eps / 2, 0)
+        eps_hi = eps * (1 + p.u_eps) + p.eta_eps / 2
+        r_hi = rscale(np.maximum(f.v - d_v, 0), eps_lo, norm.eps_mode)
+        r_lo = rscale(f.v + d_v, eps_hi, norm.eps_mode)
         rho = np.maximum(r_hi / f.r - 1, 1 - r_lo / f.r)
         rho = np.where(np.isfinite(r_hi) & np.isfinite(f.r) & (f.r > 0), rho, INF)
         rho = rho + g(5, ue) * (1 + rho)
@@ -263,12 +277,15 @@ def _pin_nan(b: np.ndarray, value: np.ndarray, free: np.ndarray) -> np.ndarray:
     return np.where(pin, EXT(0), np.broadcast_to(b, shape)) if pin.any() else b
 
 
-def _zero_where_bad(f: Forward, b: np.ndarray) -> np.ndarray:
-    """Where the oracle's output is NaN by the NaN rule the bound is moot; make it 0, not inf, so
-    that a finite framework output there is judged a NaN-pattern difference."""
-    if f.stats_given or not f.bad.any():
+def _zero_where_bad(f: Forward, b: np.ndarray, *, grad: bool = False) -> np.ndarray:
+    """Bound 0 in the sets the NaN rule decides (`_core`): their outputs are exactly determined
+    (NaN, the IEEE mean, or, for an infinity in an uncentered set, r = 0 and a zero output), so a
+    finite framework output where NaN is due, or a nonzero one where zero is, is a difference.
+    Gradients (`grad`) use the wider set of sets holding any non-finite value."""
+    mask = f.bad_grad if (grad or not f.norm.centered) else f.bad
+    if f.stats_given or not mask.any():
         return b
-    return np.where(np.broadcast_to(f.bad, np.broadcast_shapes(f.bad.shape, b.shape)), EXT(0), b)
+    return np.where(np.broadcast_to(mask, np.broadcast_shapes(mask.shape, b.shape)), EXT(0), b)
 
 
 def _rp_relative(f: Forward, s: StatErrors) -> np.ndarray:
@@ -323,7 +340,7 @@ def vjp_bounds(f: Forward, dy: np.ndarray, p: Precision) -> dict[str, np.ndarray
                 pre = e
             pre = pre + (n + 4) * p.eta_e
         out = {"x": _out(np.where(free, INF, pre), dx, p)}
-    return {k: _pin_nan(_zero_where_bad(f, b), dx, free) for k, b in out.items()}
+    return {k: _pin_nan(_zero_where_bad(f, b, grad=True), dx, free) for k, b in out.items()}
 
 
 #: Absolute error of r' = -r**3 / 2 (or -r**2 / (2 sqrt v)) from underflow, in units of eta_e: the
@@ -365,18 +382,19 @@ def param_grad_bounds(f: Forward, dy: np.ndarray, p: Precision, work_shape: tupl
     s = stat_errors(f, p)
     dy = np.asarray(dy, dtype=EXT)
     ady = np.abs(dy)
+    xhat = f.xhat if f.stats_given else np.where(f.bad_grad, EXT("nan"), f.xhat)  # as `_core.vjp`
     with np.errstate(invalid="ignore", over="ignore"):
-        full = ady * np.abs(f.xhat) if which == "gamma" else ady
+        full = ady * np.abs(xhat) if which == "gamma" else ady
         total = unbroadcast(full, work_shape)
         count = full.size // max(total.size, 1)
         pre = g(count + 2, p.u_a) * total
         if which == "gamma":
             pre = pre + unbroadcast(ady * s.dxhat, work_shape)
-            value = unbroadcast(dy * f.xhat, work_shape)
+            value = unbroadcast(dy * xhat, work_shape)
         else:
             value = unbroadcast(dy, work_shape)
         b = _out(pre + count * p.eta_a, value, p)
-    if not f.stats_given and f.bad.any():
+    if not f.stats_given and f.bad_grad.any():
         b = np.where(np.isnan(value), EXT(0), b)
     # unconstrained: a sum whose terms or partial sums may overflow (sum |dy xhat| reaches the
     # threshold although the sum itself need not), and for gamma a sum over an unconstrained set
@@ -427,7 +445,7 @@ def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision) -> np.ndarray:
             terms = terms + np.abs(np.asarray(tbeta, dtype=EXT))
         pre = pre + g(3, ue) * terms + (n + 4) * p.eta_e
         b = _out(np.where(free, INF, pre), ty, p)
-        return _pin_nan(_zero_where_bad(f, b), ty, free)
+        return _pin_nan(_zero_where_bad(f, b, grad=True), ty, free)
 
 
 def running_bound(old, old_bound, stat, stat_bound, weight: float, p: Precision) -> np.ndarray:
@@ -453,7 +471,7 @@ def running_bound(old, old_bound, stat, stat_bound, weight: float, p: Precision)
     with np.errstate(invalid="ignore", over="ignore"):
         new = (1 - w) * old + w * stat
         pre = ((1 - w) * old_bound + w * stat_bound + g(3, p.u_e) * ((1 - w) * np.abs(old) + w * np.abs(stat))
-               + p.u_e * (1 + 2 * w) * np.abs(stat - old) + 3 * p.eta_e / 2)
+               + max(p.u_e, p.u_eps) * (1 + 2 * w) * np.abs(stat - old) + 3 * p.eta_e / 2)
         # The old value is stored in the output format (a previous step's output): where it may
         # have overflowed to inf (|old| + its bound reaches the threshold), the update gives inf or
         # NaN (inf - inf in old + w * (stat - old)): unconstrained.

@@ -492,9 +492,7 @@ class Honest:
             out = self._batch_norm(mode, inputs, attrs, w, dtype)
         else:
             out = self._generic(op, mode, inputs, attrs, w)
-        # atleast_1d: oracles.dtypes.round_to("bfloat16", a) fails on 0-d arrays (reported to the
-        # lead; LayerNorm over every dim has statistics of shape ())
-        return {k: round_to(dtype, np.atleast_1d(v)).reshape(np.shape(v)) for k, v in out.items()}
+        return {k: round_to(dtype, v) for k, v in out.items()}
 
     def _generic(self, op: str, mode: str, inputs: Mapping, attrs: Mapping, w) -> dict:
         g = geometry(op, inputs, attrs, w)

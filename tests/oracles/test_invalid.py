@@ -339,3 +339,12 @@ def test_evaluate_negative_num_batches_tracked():
 
 def test_non_integer_normalized_ndim():
     expect_invalid(lambda: oracles.layer_norm(X3, eps=1e-5, normalized_ndim=1.5), "normalized_ndim", "1.5")
+
+
+def test_round_to_bfloat16_of_a_0d_array():
+    """Regression: round_to("bfloat16", a) failed on 0-d arrays (LayerNorm over every dim has
+    statistics of shape ())."""
+    from oracles.dtypes import round_to
+
+    r = round_to("bfloat16", np.array(1.00390625, np.float32))  # halfway between 1 and 1 + 2**-7: to even
+    assert r.shape == () and r == np.float32(1.0)

@@ -372,13 +372,10 @@ def test_nonfinite_inputs(dtype):
             + family_cases(x_nan, dtype, eps=1e-5, gamma=gam, beta=bet, label="nan"))
 
 
-UNCENTERED_INF_ISSUE = (
-    "oracle NaN rule vs IEEE for uncentered ops: with +-inf in a set, x_j * (1/sqrt(inf)) = 0 for the "
-    "finite x_j (torch F.normalize / rms_norm give 0 there), but the oracle makes the whole set NaN "
-    "(bound 0); reported to the lead")
+# Regression: the NaN rule once made a whole uncentered set NaN for an infinity; IEEE (and torch,
+# TF) give x_j * (1/sqrt(inf)) = 0 for the finite x_j, NaN at the infinity.
 
 
-@pytest.mark.xfail(strict=True, reason=UNCENTERED_INF_ISSUE)
 @pytest.mark.parametrize("op", ["l2_normalize", "rms_norm", "weight_norm"])
 def test_infinity_in_an_uncentered_set(op):
     x = np.array([[1.0, np.inf, -2.0, 0.5]], dtype=np.float32)
