@@ -1,8 +1,9 @@
 """The `normfuzz` command line: one function per subcommand, all registered in `COMMANDS`.
 
-Exit codes: 0 success, 1 a command's own failure (`CommandError`, e.g. findings or a bad file),
-2 usage error (argparse's message, no traceback), 3 internal error (a bug in normfuzz: message and
-traceback on stderr), 130 interrupted.
+Exit codes: 0 success, 1 a command's own failure (`CommandError`, e.g. new buckets, a bug that still
+reproduces, a bad file), 2 usage error (argparse's message or a list of valid choices, no traceback),
+3 internal error (a bug in normfuzz: message and traceback on stderr), 4 the environment failed
+(disk full, read-only folder, database locked by another process), 130 interrupted.
 
 To add a subcommand, write `_configure_<name>(parser)` (its arguments) and `_run_<name>(args) -> int`,
 and add one `Command` line to `COMMANDS`. Import heavy or optional packages inside `_run_<name>`, so
@@ -25,6 +26,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+EXIT_ENVIRONMENT = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -166,6 +168,310 @@ def _run_backends(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+
+# --------------------------------------------------------------------------------------------------
+# campaign
+
+_BUDGET_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_budget(text: str) -> float:
+    """'90s', '30m', '2h' or plain seconds -> seconds; ValueError with the accepted forms."""
+    t = text.strip().lower()
+    unit = t[-1] if t and t[-1] in _BUDGET_UNITS else "s"
+    num = t[:-1] if t and t[-1] in _BUDGET_UNITS else t
+    try:
+        value = float(num) * _BUDGET_UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if not (value > 0) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid budget {text!r}: expected a positive duration such as 90s, 30m, 2h")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected a positive integer")
+    return v
+
+
+def _csv(text: str) -> list[str]:
+    return [p for p in (x.strip() for x in text.split(",")) if p]
+
+
+def _configure_campaign(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="campaign folder (database, summary, report)")
+    parser.add_argument("--budget", type=parse_budget, metavar="DURATION", help="time budget: 90s, 30m, 2h")
+    parser.add_argument("--cases", type=_positive_int, metavar="N", help="stop after N cases")
+    parser.add_argument("--ops", type=_csv, default=[], metavar="OP,..", help="ops to fuzz (default: all)")
+    parser.add_argument("--modes", type=_csv, default=[], metavar="MODE,..", help="modes (default: all)")
+    parser.add_argument("--runners", type=_csv, default=[], metavar="ID,..", help="runner ids (default: all available)")
+    parser.add_argument("--runner", action="append", default=[], metavar="MODULE:FACTORY",
+                        help="load a plug-in runner factory (repeatable)")
+    parser.add_argument("--dtypes", type=_csv, default=[], metavar="DTYPE,..", help="formats (default: all)")
+    parser.add_argument("--regimes", type=_csv, default=[], metavar="REGIME,..", help="value regimes (default mix)")
+    parser.add_argument("--seed", type=int, default=0, help="campaign seed (same seed, same cases)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds a case may take in a worker")
+    parser.add_argument("--memory-mb", type=int, default=4096, help="resident memory limit per worker")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted campaign in --out")
+    parser.add_argument("--baseline", metavar="DIR", help="previous campaign: mark buckets new/recurring/fixed")
+    parser.add_argument("--known-issues", metavar="FILE", help="TOML file of known issues with upstream links")
+    parser.add_argument("--no-minimize", action="store_true", help="keep each new bucket's first case unshrunk")
+    parser.add_argument("--no-report", action="store_true", help="do not write report.html")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def _validate_selection(args) -> None:
+    """Unknown ops, modes, dtypes or regimes are usage errors listing the valid choices."""
+    import oracles
+
+    from .strategies import REGIMES
+
+    valid_modes = sorted({m for d in oracles.OPS.values() for m in d.modes})
+    for what, given, valid in (("op", args.ops, sorted(oracles.OPS)), ("mode", args.modes, valid_modes),
+                               ("dtype", args.dtypes, sorted(oracles.DTYPES)), ("regime", args.regimes, list(REGIMES))):
+        bad = [g for g in given if g not in valid]
+        if bad:
+            raise UsageError(f"unknown {what}{'s' if len(bad) > 1 else ''} {', '.join(bad)}: "
+                             f"choose from {', '.join(valid)}")
+
+
+class UsageError(Exception):
+    """A usage error found after parsing (exit 2, message listing the valid choices)."""
+
+
+class EnvironmentFailure(Exception):
+    """The environment failed the command: disk full, read-only folder, locked database (exit 4)."""
+
+
+def _progress_printer(enabled: bool):
+    if not enabled:
+        return None
+
+    def show(p: dict) -> None:
+        sys.stderr.write(f"\r{p['elapsed']:7.0f}s  {p['cases']:9d} cases  {p['cases_per_second']:8.1f} cases/s  "
+                         f"{p['findings']:6d} findings  {p['buckets']:4d} buckets ({p['new_buckets']} new)  ")
+        sys.stderr.flush()
+
+    return show
+
+
+def _run_campaign(args: argparse.Namespace) -> int:
+    _validate_selection(args)
+    if args.budget is None and args.cases is None and not args.resume:
+        raise UsageError("give a budget: --budget DURATION and/or --cases N")
+    from .campaign import Campaign, CampaignConfig
+    from .runners import RunnerSpecError
+
+    out = args.out
+    if args.resume:
+        from .store import Store, StoreError
+
+        try:
+            prev = Store.open(out, readonly=True).campaign()
+        except StoreError as exc:
+            raise CommandError(f"cannot resume {out}: {exc}") from exc
+        cfg = CampaignConfig(**{k: v for k, v in prev["config"].items() if k in CampaignConfig.__dataclass_fields__})
+        if args.budget is not None:
+            cfg.budget_seconds = args.budget
+        if args.cases is not None:
+            cfg.max_cases = args.cases
+    else:
+        if os.path.exists(os.path.join(out, "findings.sqlite")):
+            raise UsageError(f"{out} already holds a campaign: use --resume to continue it or another --out")
+        cfg = CampaignConfig(out=out, ops=args.ops, modes=args.modes, runners=args.runners, plugins=args.runner,
+                             dtypes=args.dtypes, regimes=args.regimes, budget_seconds=args.budget,
+                             max_cases=args.cases, seed=args.seed, timeout=args.timeout, memory_mb=args.memory_mb,
+                             known_issues=args.known_issues, baseline=args.baseline,
+                             minimize=not args.no_minimize)
+    show = _progress_printer(not args.quiet and sys.stderr.isatty())
+    try:
+        camp = Campaign(cfg, resume=args.resume, on_progress=show, write_report=not args.no_report)
+        summary = camp.run()
+    except Exception as exc:
+        from .baseline import KnownIssuesError
+        from .store import StoreError
+
+        if isinstance(exc, (RunnerSpecError, KnownIssuesError)):
+            raise UsageError(str(exc)) from exc
+        if isinstance(exc, StoreError):
+            raise EnvironmentFailure(str(exc)) from exc
+        raise
+    if show:
+        sys.stderr.write("\n")
+    _print_campaign_summary(summary, out)
+    new = summary.get("buckets_by_status", {}).get("new", 0)
+    return EXIT_FAILURE if new else EXIT_OK
+
+
+def _print_campaign_summary(summary: dict, out: str) -> None:
+    from .store import bucket_id
+
+    w = sys.stdout.write
+    w(f"campaign {summary['status']}: {summary['cases_run']} cases in {summary['seconds']:.0f}s "
+      f"({summary['cases_per_second'] or 0:.1f} cases/s), {summary['findings']} findings in "
+      f"{summary['buckets']} buckets ({', '.join(f'{n} {s}' for s, n in summary['buckets_by_status'].items() if n)})\n")
+    for b in summary.get("bucket_list", []):
+        w(f"  [{b['status']}] {bucket_id(b['key'])}  {b['op']}/{b['mode']} {b['runner']} {b['dtype']} "
+          f"{b['category']} {b['signature']}  x{b['count']}\n")
+    for warning in summary.get("warnings", []):
+        w(f"warning: {warning}\n")
+    w(f"summary: {os.path.join(out, 'summary.json')}\n")
+
+# --------------------------------------------------------------------------------------------------
+# repro
+
+
+def _configure_repro(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="BUCKET_OR_CASE_FILE",
+                        help="a case file (.json/.npz), or RUN_DIR/BUCKET_ID (or RUN_DIR/BUCKET_KEY) of a campaign")
+    parser.add_argument("--runners", type=_csv, default=[], metavar="ID,..",
+                        help="runner ids (default: the bucket's runner, or every runner that supports the case)")
+    parser.add_argument("--runner", action="append", default=[], metavar="MODULE:FACTORY",
+                        help="load a plug-in runner factory (repeatable)")
+    parser.add_argument("--emit-script", metavar="DIR", help="write a standalone script per runner into DIR")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds the case may take")
+    parser.add_argument("--json", action="store_true", help="print the result rows as JSON")
+
+
+def _resolve_target(target: str):
+    """(case, bucket dict or None) for a case file or RUN_DIR/BUCKET_ID."""
+    from .case import Case, CaseFormatError
+    from .store import Store, StoreError, bucket_id
+
+    p = target.rstrip("/")
+    if os.path.isfile(p):
+        try:
+            return Case.load(p), None
+        except CaseFormatError as exc:
+            raise CommandError(str(exc)) from exc
+    run_dir, _, ident = p.rpartition("/")
+    if not run_dir or not os.path.isdir(run_dir):
+        raise UsageError(f"{target!r} is neither a case file nor RUN_DIR/BUCKET_ID of a campaign folder")
+    try:
+        store = Store.open(run_dir, readonly=True)
+    except StoreError as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        buckets = [b for b in store.buckets() if ident in (b["key"], bucket_id(b["key"]))]
+        if not buckets:
+            raise UsageError(f"no bucket {ident!r} in {run_dir}: choose from "
+                             f"{', '.join(bucket_id(b['key']) for b in store.buckets()) or '(none)'}")
+        b = buckets[0]
+        if not b.get("min_case_id"):
+            raise CommandError(f"bucket {ident} has no stored case to reproduce")
+        return store.case(b["min_case_id"]), b
+    finally:
+        store.close()
+
+
+def _run_repro(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .isolation import Worker, WorkerSetupError
+    from .runners import RunnerSpecError, discover
+    from .store import bucket_key
+    from .triage import judge
+
+    case, bucket = _resolve_target(args.target)
+    try:
+        found = discover(args.runner, broken={})
+    except RunnerSpecError as exc:
+        raise UsageError(str(exc)) from exc
+    wanted = args.runners or ([bucket["runner"]] if bucket else sorted(found))
+    unknown = [r for r in wanted if r not in found]
+    if unknown:
+        raise UsageError(f"unknown runner(s) {', '.join(unknown)}: choose from {', '.join(sorted(found))}")
+    rows, reproduced = [], False
+    print(f"case {case.id}: {case.summary()}")
+    for rid in wanted:
+        spec, runner = found[rid]
+        why = runner.available() or runner.supports(case.op, case.mode, case.dtype, case.attrs)
+        if why is not None:
+            if args.runners or bucket:
+                rows.append({"runner": rid, "status": "UNSUPPORTED", "category": "unsupported", "explanation": why})
+            continue
+        try:
+            with Worker(spec, rid, timeout=args.timeout) as w:
+                outcome = w.run(case)
+        except WorkerSetupError as exc:
+            rows.append({"runner": rid, "status": "UNAVAILABLE", "category": "", "explanation": str(exc)})
+            continue
+        verdict, finding = judge(case, outcome, runner.conventions_for(case.op, case.attrs))
+        max_err = max((float(np.max(np.abs(np.asarray(c.actual) - np.asarray(c.expected)))) for c in verdict.checks
+                       if np.isfinite(c.actual) and np.isfinite(c.expected)), default=0.0) if verdict.checks else 0.0
+        nan_diff = sum(c.pattern_mismatches for c in verdict.checks)
+        hit = finding is not None and (bucket is None or bucket_key(*finding.key) == bucket["key"])
+        reproduced |= hit
+        rows.append({"runner": rid, "status": outcome.status, "category": finding.category if finding else verdict.category,
+                     "max_error": max_err, "ratio": verdict.max_ratio, "nan_differences": nan_diff,
+                     "explanation": finding.explanation if finding else "agrees with the oracle"
+                     if verdict.category == "agree" else verdict.category,
+                     "reproduces": hit})
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        w = sys.stdout.write
+        w(f"{'runner':<24} {'status':<11} {'category':<16} {'max error':>10} {'err/bound':>10} {'NaN diff':>8}  explanation\n")
+        for r in rows:
+            w(f"{r['runner']:<24} {r['status']:<11} {r['category']:<16} {r.get('max_error', 0):>10.3g} "
+              f"{r.get('ratio', 0):>10.3g} {r.get('nan_differences', 0):>8}  {r['explanation']}\n")
+        if bucket:
+            w(f"bucket {bucket['key']}: {'still reproduces' if reproduced else 'does not reproduce'}\n")
+    if args.emit_script:
+        from .scripts import write_scripts
+
+        note = bucket["key"] if bucket else ""
+        paths = write_scripts(case, [found[r][1] for r in wanted if r in found], args.emit_script, note=note)
+        for p in paths:
+            print(f"wrote {p}")
+    return EXIT_FAILURE if reproduced else EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
+# selftest
+
+
+def _configure_selftest(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variants", type=_csv, default=[], metavar="NAME,..", help="bug-zoo variants (default: all)")
+    parser.add_argument("--ops", type=_csv, default=[], metavar="OP,..", help="only variants of these ops")
+    parser.add_argument("--max-cases", type=_positive_int, default=2000, help="cases allowed per variant")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+
+
+def _run_selftest(args: argparse.Namespace) -> int:
+    import bugzoo
+
+    from .selftest import score
+
+    names = {v.name for v in bugzoo.VARIANTS}
+    bad = [v for v in args.variants if v not in names]
+    if bad:
+        raise UsageError(f"unknown variant(s) {', '.join(bad)}: choose from {', '.join(sorted(names))}")
+    w = sys.stdout.write
+    w(f"{'variant':<34} {'op':<14} {'detected':<9} {'cases':>6} {'seconds':>8}\n")
+
+    def show(s) -> None:
+        w(f"{s.variant:<34} {s.op:<14} {'yes' if s.detected else 'NO':<9} {s.cases:>6} {s.seconds:>8.1f}"
+          + ("" if s.detected else f"   (first finding: {s.first_signature or 'none'})") + "\n")
+        sys.stdout.flush()
+
+    scores = score(variants=args.variants or None, ops=args.ops or None, max_cases=args.max_cases,
+                   seed=args.seed, on_score=show)
+    missed = [s for s in scores if not s.detected]
+    w(f"{len(scores) - len(missed)} of {len(scores)} variants detected with the right explanation within "
+      f"{args.max_cases} cases; median {sorted(s.cases for s in scores)[len(scores) // 2] if scores else 0} cases\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([s.to_dict() for s in scores], f, indent=2)
+    return EXIT_FAILURE if missed else EXIT_OK
+
 # --------------------------------------------------------------------------------------------------
 # The one place subcommands are registered (campaign, repro, selftest, report, backends go here).
 
@@ -173,6 +479,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("bugzoo", "list the bug zoo's known-buggy variants", _configure_bugzoo, _run_bugzoo),
     Command("backends", "list every runner: availability, framework version, supported ops/modes/dtypes",
             _configure_backends, _run_backends),
+    Command("campaign", "fuzz the selected ops, runners and formats for a budget; store and triage findings",
+            _configure_campaign, _run_campaign),
+    Command("repro", "re-run a bucket's minimal case or a case file; emit standalone bug-report scripts",
+            _configure_repro, _run_repro),
+    Command("selftest", "inject each bug-zoo variant as a runner and measure how fast it is caught",
+            _configure_selftest, _run_selftest),
 )
 
 
@@ -201,6 +513,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code(exit_.code)
     try:
         return args._run(args)
+    except UsageError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EnvironmentFailure as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except CommandError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

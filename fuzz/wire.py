@@ -34,7 +34,9 @@ def encode(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] = {}) -> 
     """One message: `header` (JSON-able) with `arrays` appended as raw C-order buffers."""
     metas, bufs = [], []
     for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
+        if not a.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
+            a = a.copy(order="C")
         if a.dtype.kind not in _KINDS:
             raise WireError(f"array {name!r} has dtype {a.dtype}: only numeric arrays can be sent")
         metas.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape), "nbytes": a.nbytes})

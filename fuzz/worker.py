@@ -19,6 +19,10 @@ import numpy as np
 
 
 def _check_outputs(outputs) -> str | None:
+    if isinstance(outputs, dict):  # numpy scalars (a 0-d result indexed out) are 0-d arrays
+        for k, v in list(outputs.items()):
+            if isinstance(v, np.generic):
+                outputs[k] = np.asarray(v)
     if not isinstance(outputs, dict):
         return f"run() returned {type(outputs).__name__}, expected dict of output name -> numpy array"
     for k, v in outputs.items():

@@ -258,4 +258,7 @@ def jvp(f: Forward, tx: np.ndarray, tgamma=None, tbeta=None) -> np.ndarray:
 def unbroadcast(full: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum `full` over the axes where a parameter of working-view shape `shape` broadcasts."""
     axes = tuple(i for i, (a, b) in enumerate(zip(full.shape, shape)) if b == 1 and a != 1)
-    return np.sum(full, axis=axes, keepdims=True) if axes else full
+    if not axes:
+        return full
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf terms propagate as IEEE sums do
+        return np.sum(full, axis=axes, keepdims=True)

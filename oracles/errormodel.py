@@ -259,7 +259,17 @@ def forward_bounds(f: Forward, p: Precision) -> dict[str, np.ndarray]:
         }
     values = {"y": f.y, "mean": f.mean, "v": f.v, "r": f.r}
     free = {"y": s.free_x | fold_free}
-    return {k: _pin_nan(_zero_where_bad(f, b), values[k], free.get(k, s.free)) for k, b in out.items()}
+    bounds = {k: _pin_nan(_zero_where_bad(f, b), values[k], free.get(k, s.free)) for k, b in out.items()}
+    if norm_has_inf_mean(f):
+        # The mean of a set holding an infinity (and no NaN) is algorithm-dependent: a sum gives
+        # +-inf (the reference), Welford's m += (x - m)/k gives inf - inf = NaN after the infinity.
+        inf_only = f.bad_grad & ~np.any(np.isnan(f.x), axis=f.norm.axes, keepdims=True)
+        bounds["mean"] = np.where(inf_only, INF, bounds["mean"])
+    return bounds
+
+
+def norm_has_inf_mean(f: Forward) -> bool:
+    return f.norm.centered and not f.stats_given and bool(f.bad_grad.any())
 
 
 def _pin_nan(b: np.ndarray, value: np.ndarray, free: np.ndarray) -> np.ndarray:

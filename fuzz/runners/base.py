@@ -152,6 +152,19 @@ class Runner:
     def run(self, case) -> dict[str, np.ndarray]:
         raise NotImplementedError(f"{type(self).__name__}.run")
 
+    def script(self, case) -> str | None:
+        """Standalone Python code that makes this path's call for `case`, for bug reports (None:
+        this runner writes none; see `fuzz.scripts`).
+
+        The code runs with numpy (as `np`) imported and two dicts defined, `inputs` (the case's
+        arrays, writable copies; bfloat16 values in float32 carriers) and `attrs` (the case's attrs);
+        it imports its framework, makes the call a user of the framework would write, with the
+        case's values as literals, and sets a dict `outputs` with the oracle's output names, as
+        `run` returns them (its leading import lines go to the script's import block). Raises
+        `Unsupported` for a case the runner cannot express.
+        """
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "framework": self.framework, "ops": {k: list(v) for k, v in self.ops.items()},
                 "dtypes": list(self.dtypes), "conventions": self.conventions.to_dict()}

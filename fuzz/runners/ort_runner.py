@@ -519,6 +519,11 @@ class OrtRunner(Runner):
             out[name] = out[name].reshape(shape)
         return out
 
+    def script(self, case) -> str:
+        """Standalone code of this path for `case` (see `Runner.script`): this runner's own ONNX
+        model written out as onnx.helper calls, and the session options it runs with."""
+        return _script(self, case)
+
     # ---- attribute writing
 
     def _eps_attr(self, eps: float, default: float = DEFAULT_EPS) -> dict[str, float]:
@@ -913,3 +918,183 @@ def runners() -> list[Runner]:
 
 __all__ = ["CONVENTIONS", "DOC", "KERNELS", "OP_CONVENTIONS", "OrtRunner", "max_ir_version",
            "onnx_operator", "probe_kernels", "runners"]
+
+
+# --------------------------------------------------------------------------------------------------
+# standalone scripts (`Runner.script`, used by fuzz.scripts)
+
+_FLAVOR = {
+    "ort": "every attribute written explicitly, every optional output requested, graph "
+           "optimizations ORT_ENABLE_ALL",
+    "ort.defaults": "attributes equal to the operator's defaults omitted and optional outputs not "
+                    "requested (the operator's default path), graph optimizations ORT_ENABLE_ALL",
+    "ort.noopt": "every attribute written explicitly, every optional output requested, graph "
+                 "optimizations disabled (ORT_DISABLE_ALL)",
+}
+_NP_OF_ELEM = {10: ("<f2", "np.float16"), 1: ("<f4", "np.float32"), 11: ("<f8", "np.float64"),
+               16: ("<u2", None)}
+
+
+def _script(r: OrtRunner, case) -> str:
+    """The runner's model for `case` (the planner's own bytes, parsed back) as onnx.helper code,
+    then the session and the run, as `OrtRunner.run` / `_bn_steps` make them."""
+    import json
+    import textwrap
+
+    import onnx
+
+    reason = r.supports(case.op, case.mode, case.dtype, case.attrs)
+    if reason is not None:
+        raise Unsupported(reason)
+    if r._ir_version is None:
+        r._ir_version = max_ir_version()
+    a = _attrs_with_defaults(case.op, case.attrs)
+    steps = case.op == "batch_norm" and case.mode == "training_steps"
+    if steps:
+        dtype, rank, layout, c, _, _, present, attrs = r._bn_parts(case, a, x_name="xs")
+        p = r._bn_model(dtype, rank, layout, c, True, present, attrs, ())
+        p.inputs = [(g, n) for g, n in r._bn_inputs(present, "xs") if g not in ("x", "running_mean", "running_var")]
+        p.outputs = [("y", "y"), ("running_mean_out", "running_mean"), ("running_var_out", "running_var")]
+    else:
+        p = _PLANNERS[case.op](r, case, a)
+    model = onnx.load_model_from_string(p.build())
+    g = model.graph
+    bf16 = case.dtype == "bfloat16"
+    op_node = next(n for n in g.node if n.op_type != "Transpose")
+    opset = model.opset_import[0].version
+    q = json.dumps
+    lines = (["import ctypes"] if bf16 else []) + ["import onnxruntime as ort", "from onnx import TensorProto, helper", ""]
+    if bf16:
+        lines += _BF16_HELPERS
+    lines += textwrap.wrap(f"The model normfuzz's runner {r.id} builds for this case: one {op_node.op_type}-{opset} "
+                           f"node, run on the CPU execution provider; {_FLAVOR.get(r.id, '')}.", 98,
+                           initial_indent="# ", subsequent_indent="# ")
+    if any(n.op_type == "Transpose" for n in g.node):
+        lines.append("# Channels-last data: Transposes to channels-first and back, as converters emit for NHWC models.")
+    if len(g.initializer):
+        lines.append("# Inputs ONNX requires but the case lacks are constant initializers (ones or zeros).")
+    lines.append("nodes = [")
+    for n in g.node:
+        kw = "".join(f", {at.name}={_attr_literal(at)}" for at in n.attribute)
+        lines.append(f"    helper.make_node({q(n.op_type)}, {q(list(n.input))}, {q(list(n.output))}{kw}),")
+    lines.append("]")
+    lines.append("graph = helper.make_graph(")
+    lines.append('    nodes, "normfuzz",')
+    lines.append("    [" + ",\n     ".join(_value_info(vi) for vi in g.input) + "],")
+    lines.append("    [" + ",\n     ".join(_value_info(vi) for vi in g.output) + "],")
+    lines.append("    initializer=[" + ",\n                 ".join(_initializer(t) for t in g.initializer) + "])")
+    lines.append(f'model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", {opset})], '
+                 f'producer_name={q(model.producer_name)})')
+    lines.append(f"model.ir_version = {model.ir_version}  # the newest ONNX IR version this onnxruntime accepts")
+    level = "ORT_ENABLE_ALL" if r.optimize else "ORT_DISABLE_ALL"
+    lines += ["options = ort.SessionOptions()", "options.intra_op_num_threads = 1",
+              "options.inter_op_num_threads = 1", "options.log_severity_level = 3",
+              f"options.graph_optimization_level = ort.GraphOptimizationLevel.{level}",
+              'session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])']
+    names = p.names
+    run = "run_bfloat16(session, names, {})" if bf16 else "session.run(names, {})"
+    lines.append(f"names = {q(names)}")
+    if bf16:
+        lines.append("# bfloat16 tensors go in and out as raw 16-bit OrtValues (numpy has no bfloat16)")
+    if steps:
+        feeds = ", ".join(f'"{gi}": inputs["{ci}"]' for gi, ci in p.inputs)
+        lines += ['running_mean, running_var = inputs["running_mean"], inputs["running_var"]',
+                  "ys, running_means, running_vars = [], [], []",
+                  'for k in range(inputs["xs"].shape[0]):  # one session run per training step',
+                  f'    feeds = {{{feeds}{", " if feeds else ""}"x": inputs["xs"][k], '
+                  '"running_mean": running_mean, "running_var": running_var}',
+                  f"    y, running_mean, running_var = {run.format('feeds')}",
+                  "    ys.append(y)", "    running_means.append(running_mean)", "    running_vars.append(running_var)",
+                  'outputs = {"y": np.stack(ys), "running_mean": np.stack(running_means), '
+                  '"running_var": np.stack(running_vars)}']
+        return "\n".join(lines) + "\n"
+    feeds = "{" + ", ".join(f'"{gi}": inputs["{ci}"]' for gi, ci in p.inputs) + "}"
+    lines.append(f"results = {run.format(feeds)}")
+    outs = []
+    for i, (gname, cname) in enumerate(p.outputs):
+        if cname is None:
+            lines.append(f"# {gname} (results[{i}]) is requested but not compared: "
+                         + ("float32 (type U), not the case's format" if case.op == "layer_norm" else
+                            "the case has no running statistics (the graph's are constant initializers)"))
+            continue
+        reshape = f".reshape({tuple(p.reshape[cname])})" if cname in p.reshape else ""
+        outs.append(f'"{cname}": results[{i}]{reshape}')
+    lines.append("outputs = {" + ", ".join(outs) + "}")
+    return "\n".join(lines) + "\n"
+
+
+_BF16_HELPERS = [
+    "",
+    "def bfloat16_bits(a):",
+    '    """bfloat16 bit patterns (uint16) of a float32 array holding bfloat16 values."""',
+    "    a = np.ascontiguousarray(a, dtype=np.float32)",
+    "    bits = (a.view(np.uint32) >> 16).astype(np.uint16)",
+    "    return np.where(np.isnan(a), (bits & 0x8000) | 0x7FC0, bits).astype(np.uint16)  # NaN stays NaN", "", "",
+    "def run_bfloat16(session, names, feeds):",
+    '    """session.run with bfloat16 inputs and outputs as OrtValues; outputs as float32 arrays."""',
+    "    binding = session.io_binding()",
+    "    bits = {k: bfloat16_bits(v) for k, v in feeds.items()}  # alive until the run ends",
+    "    for k, b in bits.items():",
+    "        binding.bind_ortvalue_input(k, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(b, TensorProto.BFLOAT16))",
+    "    for n in names:",
+    '        binding.bind_output(n, "cpu")',
+    "    session.run_with_iobinding(binding)",
+    "    out = []",
+    "    for v in binding.get_outputs():",
+    "        if v.element_type() != TensorProto.BFLOAT16:",
+    "            out.append(v.numpy())",
+    "            continue",
+    "        b = np.empty(tuple(v.shape()), dtype=np.uint16)",
+    "        ctypes.memmove(b.ctypes.data, v.data_ptr(), b.nbytes)",
+    "        out.append((b.astype(np.uint32) << 16).view(np.float32))",
+    "    return out", "", "",
+]
+
+
+def _attr_literal(at) -> str:
+    """A node attribute as the Python literal onnx.helper.make_node turns back into it."""
+    from onnx import AttributeProto, helper
+
+    if at.type == AttributeProto.FLOAT:
+        f32 = np.float32(at.f)
+        short = str(f32)  # the shortest text that names this float32
+        return short if np.float32(float(short)) == f32 else repr(float(f32))
+    if at.type == AttributeProto.INT:
+        return str(at.i)
+    if at.type == AttributeProto.INTS:
+        return str(list(at.ints))
+    return repr(helper.get_attribute_value(at))
+
+
+def _value_info(vi) -> str:
+    import json
+
+    from onnx import TensorProto
+
+    t = vi.type.tensor_type
+    dims = None
+    if t.HasField("shape"):
+        dims = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in t.shape.dim]
+    return (f"helper.make_tensor_value_info({json.dumps(vi.name)}, TensorProto."
+            f"{TensorProto.DataType.Name(t.elem_type)}, {json.dumps(dims) if dims is not None else None})")
+
+
+def _initializer(t) -> str:
+    import base64
+    import json
+
+    from onnx import TensorProto
+
+    elem = TensorProto.DataType.Name(t.data_type)
+    dims = list(t.dims)
+    le, npname = _NP_OF_ELEM[t.data_type]
+    values = np.frombuffer(t.raw_data, dtype=le)
+    one = 0x3F80 if t.data_type == TensorProto.BFLOAT16 else 1
+    if values.size and np.all(values == one):
+        data = "bfloat16_bits(np.ones({0}, np.float32))" if npname is None else "np.ones({0}, " + npname + ")"
+    elif values.size and np.all(values == 0):
+        data = "np.zeros({0}, np.uint16)" if npname is None else "np.zeros({0}, " + npname + ")"
+    else:
+        data = f"np.frombuffer(base64.b64decode({json.dumps(base64.b64encode(t.raw_data).decode())}), np.uint8)"
+    return (f"helper.make_tensor({json.dumps(t.name)}, TensorProto.{elem}, {dims}, "
+            f"{data.format(dims)}.tobytes(), raw=True)")

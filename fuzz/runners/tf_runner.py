@@ -471,6 +471,11 @@ class TFNNRunner(_TFBase):
         with framework_call():
             return _outs(fn(ins, eps))
 
+    def script(self, case) -> str:
+        """Standalone code of this path for `case` (see `Runner.script`): the tf.nn ops in a
+        tf.function with the runner's fixed input signature."""
+        return _s_nn(self, case)
+
     # ---- batch_norm
 
     def _batch_norm(self, tf, case, ins, eps) -> dict[str, np.ndarray]:
@@ -698,6 +703,10 @@ class FusedBatchNormRunner(_TFBase):
             with tf.autodiff.ForwardAccumulator(prim, tang) as acc:
                 y, _, _ = bn(x, g, b, epsilon=eps, data_format=fmt, is_training=training, **stats)
             return {"ty": _out(acc.jvp(y))}
+
+    def script(self, case) -> str:
+        """Standalone code of this path for `case` (see `Runner.script`): the eager fused call."""
+        return _s_fused(self, case)
 
 
 # ==================================================================================================
@@ -960,6 +969,11 @@ class KerasRunner(_TFBase):
         with framework_call(), np.errstate(over="ignore"):
             return _outs(fns[key](*args))
 
+    def script(self, case) -> str:
+        """Standalone code of this path for `case` (see `Runner.script`): the layer built, its
+        weights assigned and called in a tf.function with the runner's input signature."""
+        return _s_keras(self, case)
+
 
 class KerasUnitNormRunner(KerasRunner):
     """``keras.UnitNormalization``: `keras.layers.UnitNormalization`, which (unlike the other Keras
@@ -1004,3 +1018,584 @@ class KerasUnitNormRunner(KerasRunner):
 def runners() -> list[Runner]:
     """The TensorFlow/Keras runners (building them imports nothing)."""
     return [TFNNRunner(), FusedBatchNormRunner(), KerasRunner(), KerasUnitNormRunner()]
+
+
+# ==================================================================================================
+# standalone scripts (`Runner.script`, used by fuzz.scripts): the code a TensorFlow/Keras user writes
+# for a case, mirroring what the runners above trace: the same ops in the same order, the same
+# fixed-signature tf.function (all dims unknown; Keras: the axes a layer is built for static), the
+# weights assigned inside the traced function, eps and the running-average weights fed as tensors.
+# Nothing here imports TensorFlow.
+
+_S_TF = {"float16": "tf.float16", "bfloat16": "tf.bfloat16", "float32": "tf.float32", "float64": "tf.float64"}
+
+
+def _s_round(value: float, dtype: str) -> float:
+    """`value` rounded to `dtype` as `_scalar` rounds it (bfloat16: ml_dtypes', TensorFlow's numpy
+    bfloat16), without importing TensorFlow."""
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return float(np.asarray(value, dtype=np.float64).astype(ml_dtypes.bfloat16))
+    return float(np.asarray(value, dtype=np.float64).astype(dtype))
+
+
+def _s_const(value: float, dtype: str, what: str, note: str = "") -> str:
+    """Source of a scalar tensor of `dtype` holding `value` rounded as the runner feeds it: the
+    literal itself for float16/32/64 (`tf.constant` rounds a Python float correctly, as numpy
+    does), the exact rounded value for bfloat16; `note`, a comment to append."""
+    lit = _s_lit(value)
+    if dtype == "bfloat16" and _s_round(value, dtype) != float(value):
+        lit = _s_lit(_s_round(value, dtype))
+        note = f"{what} = {_s_lit(value)} rounded to bfloat16" + (f"; {note}" if note else "")
+    return f"tf.constant({lit}, {_S_TF[dtype]})" + (f"  # {note}" if note else "")
+
+
+def _s_lit(v) -> str:
+    v = float(v)
+    if math.isnan(v):
+        return 'float("nan")'
+    if math.isinf(v):
+        return 'float("inf")' if v > 0 else 'float("-inf")'
+    return repr(v)
+
+
+def _s_spec(shape, dtype: str) -> str:
+    """`tf.TensorSpec` source; `shape` entries None are unknown dims."""
+    return f"tf.TensorSpec([{', '.join('None' if d is None else str(int(d)) for d in shape)}], {_S_TF[dtype]})"
+
+
+def _s_unknown(ndim: int, dtype: str) -> str:
+    return _s_spec([None] * ndim, dtype)
+
+
+def _s_frame(case, *, keras: bool, check: Callable[[], None]) -> list[str]:
+    """The opening of every TF/Keras script: quiet logging set before the import, one thread as
+    normfuzz runs TensorFlow, and the helpers `tensor` and `to_numpy`."""
+    check()
+    lines = ["import os", "",
+             "# TF_ENABLE_ONEDNN_OPTS is left as the environment sets it, as normfuzz leaves it (unset: oneDNN CPU",
+             "# kernels on x86, TensorFlow's default); another setting selects other kernels, which round differently.",
+             'os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # quiet TensorFlow\'s C++ logging (set before the import)']
+    if keras:
+        lines.append('os.environ["KERAS_BACKEND"] = "tensorflow"  # Keras 3 on TensorFlow, as normfuzz runs it')
+    lines.append("import tensorflow as tf  # noqa: E402")
+    if keras:
+        lines.append("import keras  # noqa: E402")
+    lines += [
+        "",
+        'tf.get_logger().setLevel("ERROR")',
+        "try:  # normfuzz runs TensorFlow with one intra-op and one inter-op thread",
+        "    tf.config.threading.set_intra_op_parallelism_threads(1)",
+        "    tf.config.threading.set_inter_op_parallelism_threads(1)",
+        "except RuntimeError:  # TensorFlow was already initialized in this process: its threads stay",
+        "    pass",
+        "", "",
+        "def tensor(name, dtype):",
+        '    """inputs[name] as a tensor of `dtype` (a bfloat16 case\'s float32 carriers convert exactly)."""',
+        "    return tf.constant(inputs[name].astype(dtype.as_numpy_dtype))",
+        "", "",
+        "def to_numpy(t):",
+        '    """A result as a numpy array (bfloat16 as its float32 carrier, exactly)."""',
+        "    a = t.numpy()",
+        '    return a.astype(np.float32) if a.dtype.name == "bfloat16" else a',
+        "", "",
+    ]
+    if case.dtype == "bfloat16":
+        lines.append("# A bfloat16 case: the inputs hold bfloat16 values in float32 arrays; tensor() is exact.")
+    return lines
+
+
+def _s_function(name: str, params: list[tuple[str, str]], body: list[str], note: str) -> list[str]:
+    """A `tf.function` with a fixed input signature: `params` (argument, TensorSpec source)."""
+    out = ["", ""] + [f"# {ln}" for ln in note.split("\n")] + ["@tf.function(input_signature=["]
+    out += [f"    {spec},  # {arg}" for arg, spec in params]
+    out += ["])", f"def {name}({', '.join(a for a, _ in params)}):"]
+    out += [("    " + ln) if ln else "" for ln in body]
+    return out + ["", ""]
+
+
+_S_NN_NOTE = ("A fixed input signature with unknown dims (rank and dtype only), as normfuzz traces it: the\n"
+              "graph, and with it the rounding, does not depend on the shapes seen when tracing.")
+
+
+def _s_list(v) -> str:
+    return "[" + ", ".join(str(int(i)) for i in v) + "]"
+
+
+def _s_bn_call(lhs: str, x: str, m: str, v: str, b: str, g: str) -> list[str]:
+    """`lhs = tf.nn.batch_normalization(...)`, on one line or, when long, with its arguments on
+    the next two."""
+    pos, kw = f"{x}, {m}, {v}", f"offset={b}, scale={g}, variance_epsilon=eps"
+    one = f"{lhs} = tf.nn.batch_normalization({pos}, {kw})"
+    if len(one) <= 100:
+        return [one]
+    return [f"{lhs} = tf.nn.batch_normalization(", f"    {pos},", f"    {kw})"]
+
+
+def _s_nn_forward(op: str, cfg: Mapping, nd: int, has: set, *, x: str = "x", given=None,
+                  stats: bool = True) -> list[str]:
+    """Lines setting `y` (and, with `stats`, a dict `stats` of the oracle's statistics) from tf.nn
+    ops, as `_nn_forward` composes them; `has`: the parameters present."""
+    g = "gamma" if "gamma" in has else "None"
+    b = "beta" if "beta" in has else "None"
+    out: list[str] = []
+    if op == "batch_norm":
+        layout = cfg["layout"]
+        axes, _ = _bn_reduce(nd, layout)
+        if layout == "channels_last":
+            if given is None:
+                out.append(f"mean, variance = tf.nn.moments({x}, axes={_s_list(axes)})")
+                m, v = "mean", "variance"
+            else:
+                m, v = given
+            out += _s_bn_call("y", x, m, v, b, g)
+        else:
+            shape = [1, -1] + [1] * (nd - 2)
+            r = (lambda p: "None" if p == "None" else f"tf.reshape({p}, {shape})")
+            if given is None:
+                out.append(f"mean, variance = tf.nn.moments({x}, axes={_s_list(axes)}, keepdims=True)")
+                m, v = "mean", "variance"
+            else:
+                m, v = r(given[0]), r(given[1])
+            out += _s_bn_call("y", x, m, v, r(b), r(g))
+            if given is None and stats:
+                out.append("mean, variance = tf.reshape(mean, [-1]), tf.reshape(variance, [-1])")
+        return out
+    if op == "layer_norm":
+        k = _trailing_k(nd, cfg)
+        out.append(f"mean, variance = tf.nn.moments({x}, axes={_s_list(range(nd - k, nd))}, keepdims=True)")
+        out += _s_bn_call("y", x, "mean", "variance", b, g)
+        if stats:
+            out += [f"lead = tf.shape({x})[:{nd - k}]",
+                    'stats = {"mean": tf.reshape(mean, lead), "rstd": tf.reshape(tf.math.rsqrt(variance + eps), lead)}']
+        return out
+    if op == "instance_norm":
+        out.append(f"s = tf.shape({x})")
+        if cfg["layout"] == "channels_first":
+            pshape = [1, -1] + [1] * (nd - 2)
+            out.append(f"mean, variance = tf.nn.moments({x}, axes={_s_list(range(2, nd))}, keepdims=True)")
+            nc = "s[:2]"
+        else:
+            pshape = [-1]
+            out.append(f"mean, variance = tf.nn.moments({x}, axes={_s_list(range(1, nd - 1))}, keepdims=True)")
+            nc = f"tf.stack([s[0], s[{nd - 1}]])"
+        r = (lambda p: "None" if p == "None" else f"tf.reshape({p}, {pshape})")
+        out += _s_bn_call("y", x, "mean", "variance", r(b), r(g))
+        if stats:
+            out += [f"nc = {nc}",
+                    'stats = {"mean": tf.reshape(mean, nc), "rstd": tf.reshape(tf.math.rsqrt(variance + eps), nc)}']
+        return out
+    if op == "group_norm":
+        gr = int(cfg["num_groups"])
+        per_group = cfg.get("affine", "per_channel") == "per_group"
+        out.append(f"s = tf.shape({x})")
+        if cfg["layout"] == "channels_first":
+            out.append(f"xr = tf.reshape({x}, tf.concat([[s[0], {gr}, s[1] // {gr}], s[2:]], 0))"
+                       f"  # (N, G, C/G, *spatial)")
+            axes = list(range(2, nd + 1))
+            pshape = [1, gr] + ([1] if per_group else [-1]) + [1] * (nd - 2)
+        else:
+            out.append(f"xr = tf.reshape({x}, tf.concat([s[:-1], [{gr}, s[{nd - 1}] // {gr}]], 0))"
+                       f"  # (N, *spatial, G, C/G)")
+            axes = list(range(1, nd - 1)) + [nd]
+            pshape = [gr, 1] if per_group else [gr, -1]
+        r = (lambda p: "None" if p == "None" else f"tf.reshape({p}, {pshape})")
+        out.append(f"mean, variance = tf.nn.moments(xr, axes={_s_list(axes)}, keepdims=True)")
+        out += _s_bn_call("y", "xr", "mean", "variance", r(b), r(g))
+        out.append("y = tf.reshape(y, s)")
+        if stats:
+            out += [f"ng = tf.stack([s[0], {gr}])",
+                    'stats = {"mean": tf.reshape(mean, ng), "rstd": tf.reshape(tf.math.rsqrt(variance + eps), ng)}']
+        return out
+    if op == "mvn":
+        axes = _norm_axes(cfg.get("axes", (0, 2, 3)), nd)
+        out.append(f"mean, variance = tf.nn.moments({x}, axes={_s_list(axes)}, keepdims=True)")
+        out += _s_bn_call("y", x, "mean", "variance", "None", "None")
+        return out
+    if op == "l2_normalize":
+        axes = _norm_axes(cfg.get("axes", (-1,)), nd)
+        out.append(f"y = tf.math.l2_normalize({x}, axis={_s_list(axes)}, epsilon=eps)")
+        return out
+    raise Unsupported(f"tf.nn has no code path for {op}")
+
+
+def _s_eps_nn(case) -> float:
+    """The eps TFNNRunner feeds (its `_eps`), as a Python float."""
+    eps = float(case.attrs.get("eps", {"mvn": 1e-9, "l2_normalize": 1e-12}.get(case.op, 0.0)))
+    if case.op in ("mvn", "l2_normalize") and case.attrs.get("eps_mode") == "none":
+        eps = 0.0
+    return eps
+
+
+def _s_grad(kind: str, names: list[str], fwd: list[str], *, sources: list[str] | None = None,
+            watch: list[str] | None = None) -> list[str]:
+    """The body of a VJP (tf.GradientTape, cotangent `dy`) or JVP (tf.autodiff.ForwardAccumulator,
+    tangents `t<name>`) of `fwd` (lines setting `y`) with respect to `names` (`sources`: their
+    expressions; `watch`: what the tape watches), returning a dict of the oracle's output names."""
+    src = ", ".join(sources or names)
+    if kind == "vjp":
+        keys = ", ".join(f'"d{n}"' for n in names)
+        return (["with tf.GradientTape() as tape:", f"    tape.watch({watch[0] if watch else '[' + src + ']'})"]
+                + ["    " + ln for ln in fwd]
+                + [f"grads = tape.gradient(y, [{src}], output_gradients=dy)",
+                   f"return dict(zip([{keys}], grads))"])
+    tangents = ", ".join("t" + n for n in names)
+    return ([f"with tf.autodiff.ForwardAccumulator([{src}], [{tangents}]) as acc:"]
+            + ["    " + ln for ln in fwd] + ['return {"ty": acc.jvp(y)}'])
+
+
+def _s_call_outputs(fn: str, args: list[str]) -> list[str]:
+    return [f"outputs = {{name: to_numpy(t) for name, t in {fn}({', '.join(args)}).items()}}"]
+
+
+def _s_nn(runner: "TFNNRunner", case) -> str:
+    """tf.nn composed as TFNNRunner.run traces it."""
+    op, mode, dt = case.op, case.mode, case.dtype
+    ins = case.inputs
+
+    def check():
+        reason = runner.supports(op, mode, dt, case.attrs)
+        if reason is not None:
+            raise Unsupported(reason)
+        if op == "batch_norm" and mode in ("training", "training_steps") and "running_mean" in ins:
+            a = _bn_attrs(case.attrs)
+            x0 = ins["xs"][0] if mode == "training_steps" else ins["x"]
+            n = _count(x0.shape, _bn_reduce(x0.ndim, a["layout"])[0])
+            if a["running_var_estimator"] == "unbiased" and n < 2:
+                raise Unsupported(f"the unbiased running variance is undefined for a reduction set of "
+                                  f"n={n} element (n/(n-1))")
+
+    lines = _s_frame(case, keras=False, check=check)
+    tdt = _S_TF[dt]
+    eps = _s_eps_nn(case)
+    spec = {k: _s_unknown(a.ndim, dt) for k, a in ins.items()}
+    for k in ins:
+        if k == "xs":
+            lines.append(f'xs = tf.unstack(tensor("xs", {tdt}))  # one batch per training step')
+        else:
+            lines.append(f'{k} = tensor("{k}", {tdt})')
+    lines.append(f"eps = {_s_const(eps, dt, 'eps', 'a tensor argument, as normfuzz feeds it')}")
+    has = {k for k in ("gamma", "beta") if k in ins}
+    pnames = [k for k in ("gamma", "beta") if k in ins]
+    eps_spec = ("eps", _s_spec([], dt))
+    if op != "batch_norm":
+        cfg = {k: v for k, v in case.attrs.items() if k != "eps"}
+        nd = ins["x"].ndim
+        params = [(k, spec[k]) for k in ["x"] + pnames]
+        if mode == "forward":
+            body = _s_nn_forward(op, cfg, nd, has)
+            body.append('return {"y": y, **stats}' if _NN_STATS[op] else 'return {"y": y}')
+        elif mode == "vjp":
+            params.append(("dy", spec["dy"]))
+            body = _s_grad("vjp", ["x"] + pnames, _s_nn_forward(op, cfg, nd, has, stats=False))
+        else:
+            moving = [k for k in ["x"] + pnames if "t" + k in ins]
+            params += [("t" + k, spec["t" + k]) for k in moving]
+            body = _s_grad("jvp", moving, _s_nn_forward(op, cfg, nd, has, stats=False))
+        params.append(eps_spec)
+        fn = op if mode == "forward" else f"{op}_{mode}"
+        lines += _s_function(fn, params, body, _S_NN_NOTE)
+        lines += _s_call_outputs(fn, [p for p, _ in params])
+        return "\n".join(lines) + "\n"
+    return _s_nn_bn(case, lines, spec, pnames, has, eps_spec)
+
+
+def _s_nn_bn(case, lines, spec, pnames, has, eps_spec) -> str:
+    """batch_norm with tf.nn ops, as TFNNRunner._batch_norm traces it."""
+    mode, dt, ins = case.mode, case.dtype, case.inputs
+    a = _bn_attrs(case.attrs)
+    cfg = {"layout": a["layout"]}
+    sdt = _stat_dtype(dt)
+    stdt = _S_TF[sdt]
+    running = ["running_mean", "running_var"] if "running_mean" in ins else []
+    if mode == "inference":
+        params = [(k, spec[k]) for k in ["x"] + pnames + running] + [eps_spec]
+        body = _s_nn_forward("batch_norm", cfg, ins["x"].ndim, has, given=("running_mean", "running_var"))
+        body.append('return {"y": y}')
+        lines += _s_function("batch_norm", params, body, _S_NN_NOTE)
+        lines += _s_call_outputs("batch_norm", [p for p, _ in params])
+        return "\n".join(lines) + "\n"
+    if mode in ("training", "training_steps"):
+        steps = mode == "training_steps"
+        x0 = ins["xs"][0] if steps else ins["x"]
+        nd = x0.ndim
+        axes, _ = _bn_reduce(nd, a["layout"])
+        n = _count(x0.shape, axes)
+        k_steps = ins["xs"].shape[0] if steps else 1
+        nbt = int(a["num_batches_tracked"])
+        ws = [_batch_weight(a["momentum"], a["momentum_on"], nbt + k) for k in range(k_steps)]
+        unbiased = bool(running) and a["running_var_estimator"] == "unbiased"
+        factor = n / (n - 1) if unbiased else 1.0
+        xspec = (f"[{_s_unknown(nd, dt)}] * {k_steps}" if steps else spec["x"])
+        params = [("xs" if steps else "x", xspec)] + [(k, spec[k]) for k in pnames + running] + [eps_spec]
+        if running:
+            m, on = a["momentum"], a["momentum_on"]
+            if m is None:
+                how = f"the cumulative average after num_batches_tracked={nbt}: 1/(num_batches_tracked + k + 1)"
+            elif on == "batch":
+                how = f"momentum={m!r} weighting the batch statistic"
+            else:
+                how = f"momentum={m!r} weighting the running statistic: 1 - {m!r}"
+            lines += ["# Running averages by ExponentialMovingAverage's update v -= (v - batch) * w (decay = 1 - w),",
+                      f"# w from {how}."]
+            lines.append(f"w = tf.constant([{', '.join(_s_lit(w) for w in ws)}], {stdt})  # one weight per step")
+            if unbiased:
+                lines.append(f"# The running variance takes the unbiased batch variance: var * n/(n-1), n = {n}.")
+            lines.append(f"factor = {_s_const(factor, sdt, 'factor')}")
+            params += [("w", _s_spec([None], sdt)), ("factor", _s_spec([], sdt))]
+        fwd = _s_nn_forward("batch_norm", cfg, nd, has)
+        update = []
+        if running:
+            update = [f"running_mean = running_mean - (running_mean - tf.cast(mean, {stdt})) * w[{{k}}]",
+                      f"running_var = running_var - (running_var - tf.cast(variance, {stdt}) * factor) * w[{{k}}]"]
+        body = []
+        if running:
+            body += [f"running_mean = tf.cast(running_mean, {stdt})  # running statistics in {sdt}",
+                     f"running_var = tf.cast(running_var, {stdt})"]
+        if not steps:
+            body += fwd + [u.format(k=0) for u in update]
+            ret = ['"y": y', '"mean": mean', '"var": variance']
+            if running:
+                ret += ['"running_mean": running_mean', '"running_var": running_var']
+            ret.append('"rstd": tf.math.rsqrt(variance + eps)')
+            body.append("return {" + ", ".join(ret) + "}")
+        else:
+            names = ["y", "mean", "var"] + (["running_mean", "running_var"] if running else [])
+            body.append("out = {" + ", ".join(f'"{nm}": []' for nm in names) + "}")
+            body.append("for k, x in enumerate(xs):  # one training step per batch, unrolled in the graph")
+            body += ["    " + ln for ln in fwd + [u.format(k="k") for u in update]]
+            vals = ["y", "mean", "variance"] + (["running_mean", "running_var"] if running else [])
+            body += [f'    out["{nm}"].append({v})' for nm, v in zip(names, vals)]
+            body.append("return {name: tf.stack(values) for name, values in out.items()}")
+        lines += _s_function("batch_norm_" + mode, params, body, _S_NN_NOTE)
+        lines += _s_call_outputs("batch_norm_" + mode, [p for p, _ in params])
+        return "\n".join(lines) + "\n"
+    state, kind = mode.split("_")
+    given = ("running_mean", "running_var") if state == "inference" else None
+    fwd = _s_nn_forward("batch_norm", cfg, ins["x"].ndim, has, given=given, stats=False)
+    params = [(k, spec[k]) for k in ["x"] + pnames + (running if given else [])]
+    if kind == "vjp":
+        params.append(("dy", spec["dy"]))
+        body = _s_grad("vjp", ["x"] + pnames, fwd)
+    else:
+        moving = [k for k in ["x"] + pnames if "t" + k in ins]
+        params += [("t" + k, spec["t" + k]) for k in moving]
+        body = _s_grad("jvp", moving, fwd)
+    params.append(eps_spec)
+    lines += _s_function("batch_norm_" + mode, params, body, _S_NN_NOTE)
+    lines += _s_call_outputs("batch_norm_" + mode, [p for p, _ in params])
+    return "\n".join(lines) + "\n"
+
+
+def _s_fused(runner: "FusedBatchNormRunner", case) -> str:
+    """tf.compat.v1.nn.fused_batch_norm, eagerly, as FusedBatchNormRunner.run calls it."""
+    mode, dt, ins = case.mode, case.dtype, case.inputs
+    a = _bn_attrs(case.attrs)
+    layout = a["layout"]
+    x0 = ins["xs"][0] if mode == "training_steps" else ins["x"]
+    nd = x0.ndim
+    running = "running_mean" in ins
+
+    def check():
+        reason = runner.supports(case.op, mode, dt, case.attrs)
+        if reason is not None:
+            raise Unsupported(reason)
+        if nd not in (4, 5):
+            raise Unsupported(f"fused_batch_norm takes rank 4 (NHWC/NCHW) or rank 5 (NDHWC/NCDHW) "
+                              f"inputs; got rank {nd}")
+        if mode in ("training", "training_steps") and running and a["running_var_estimator"] == "biased":
+            raise Unsupported("fused_batch_norm feeds the Bessel-corrected (unbiased) batch variance into "
+                              "the running variance; running_var_estimator='biased' is not expressible")
+
+    lines = _s_frame(case, keras=False, check=check)
+    tdt = _S_TF[dt]
+    fmt = {(4, "channels_last"): "NHWC", (4, "channels_first"): "NCHW",
+           (5, "channels_last"): "NDHWC", (5, "channels_first"): "NCDHW"}[(nd, layout)]
+    c = x0.shape[-1] if layout == "channels_last" else x0.shape[1]
+    eps = float(case.attrs["eps"]) if "eps" in case.attrs else 0.001
+    lines.append("# scale, offset, mean and variance are float32 for every dtype of x")
+    for k, name, fill in (("gamma", "scale", "ones"), ("beta", "offset", "zeros")):
+        if k in ins:
+            lines.append(f'{name} = inputs["{k}"].astype(np.float32)')
+        else:
+            lines.append(f"{name} = np.{fill}({c}, np.float32)  # no {k} in the case")
+    if running:
+        lines += ['running_mean = inputs["running_mean"].astype(np.float32)',
+                  'running_var = inputs["running_var"].astype(np.float32)']
+    opts = f'epsilon={_s_lit(eps)}, data_format="{fmt}"'
+    call = "tf.compat.v1.nn.fused_batch_norm"
+
+    def factor_note(nbt: int) -> str:
+        m, on = a["momentum"], a["momentum_on"]
+        if m is None:
+            return f"# exponential_avg_factor: the cumulative average after num_batches_tracked={nbt}, 1/(n + 1)"
+        if on == "batch":
+            return f"# exponential_avg_factor: the case's momentum={m!r} weighting the batch statistic"
+        return f"# exponential_avg_factor: the case's momentum={m!r} weights the running statistic: 1 - {m!r}"
+
+    if mode == "inference":
+        lines += [f'x = tensor("x", {tdt})',
+                  f"y, _, _ = {call}(x, scale, offset, mean=running_mean, variance=running_var, {opts},",
+                  "                                           is_training=False)",
+                  'outputs = {"y": to_numpy(y)}']
+    elif mode == "training":
+        lines.append(f'x = tensor("x", {tdt})')
+        if running:
+            nbt = int(a["num_batches_tracked"])
+            f = _batch_weight(a["momentum"], a["momentum_on"], nbt)
+            lines += [factor_note(nbt),
+                      f"y, running_mean, running_var = {call}(",
+                      f"    x, scale, offset, mean=running_mean, variance=running_var, {opts},",
+                      f"    is_training=True, exponential_avg_factor={_s_lit(f)})",
+                      'outputs = {"y": to_numpy(y), "running_mean": to_numpy(running_mean), '
+                      '"running_var": to_numpy(running_var)}']
+        else:
+            lines += [f"y, mean, _ = {call}(x, scale, offset, {opts}, is_training=True)",
+                      'outputs = {"y": to_numpy(y), "mean": to_numpy(mean)}']
+    elif mode == "training_steps":
+        nbt = int(a["num_batches_tracked"])
+        fs = [_batch_weight(a["momentum"], a["momentum_on"], nbt + k) for k in range(ins["xs"].shape[0])]
+        lines += [f'xs = tensor("xs", {tdt})', factor_note(nbt) + " (one per step)",
+                  f"factors = [{', '.join(_s_lit(f) for f in fs)}]",
+                  "ys, running_means, running_vars = [], [], []",
+                  "for k, factor in enumerate(factors):  # one training step per batch",
+                  f"    y, running_mean, running_var = {call}(",
+                  f"        xs[k], scale, offset, mean=running_mean, variance=running_var, {opts},",
+                  "        is_training=True, exponential_avg_factor=factor)",
+                  "    ys.append(to_numpy(y))",
+                  "    running_means.append(to_numpy(running_mean))",
+                  "    running_vars.append(to_numpy(running_var))",
+                  'outputs = {"y": np.stack(ys), "running_mean": np.stack(running_means), '
+                  '"running_var": np.stack(running_vars)}']
+    else:
+        state, kind = mode.split("_")
+        training = state == "training"
+        stats = "" if training else "mean=running_mean, variance=running_var, "
+        fwd = f"y, _, _ = {call}(x, scale, offset, {stats}{opts}, is_training={training})"
+        lines += [f'x = tensor("x", {tdt})', "scale, offset = tf.constant(scale), tf.constant(offset)",
+                  "# gradients through the fused kernel's registered gradient (FusedBatchNormGradV3)"]
+        if kind == "vjp":
+            names = ["x"] + [k for k in ("gamma", "beta") if k in ins]
+            srcs = ", ".join({"x": "x", "gamma": "scale", "beta": "offset"}[k] for k in names)
+            keys = ", ".join(f'"d{k}"' for k in names)
+            lines += ["with tf.GradientTape() as tape:", f"    tape.watch([{srcs}])", "    " + fwd,
+                      f'grads = tape.gradient(y, [{srcs}], output_gradients=tensor("dy", {tdt}))',
+                      f"outputs = {{name: to_numpy(g) for name, g in zip([{keys}], grads)}}"]
+        else:
+            prim, tang = ["x"], [f'tensor("tx", {tdt})']
+            for k, v in (("gamma", "scale"), ("beta", "offset")):
+                if k in ins and "t" + k in ins:
+                    prim.append(v)
+                    tang.append(f'tf.constant(inputs["t{k}"].astype(np.float32))')
+            lines += [f"with tf.autodiff.ForwardAccumulator([{', '.join(prim)}], [{', '.join(tang)}]) as acc:",
+                      "    " + fwd, 'outputs = {"ty": to_numpy(acc.jvp(y))}']
+    return "\n".join(lines) + "\n"
+
+
+_S_KERAS_CLS = {"bn": "BatchNormalization", "ln": "LayerNormalization", "gn": "GroupNormalization",
+                "rms": "RMSNormalization", "unit": "UnitNormalization"}
+_S_KERAS_NOTE = ("A fixed input signature as normfuzz traces it: dims unknown except the axes the layer is\n"
+                 "built for; the weights are arguments, assigned to the layer inside the traced function.")
+
+
+def _s_kwarg(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return repr(v)
+    if isinstance(v, float):
+        return _s_lit(v)
+    if isinstance(v, (tuple, list)):
+        return _s_list(v)
+    return repr(v)
+
+
+def _s_keras(runner: "KerasRunner", case) -> str:
+    """The Keras 3 layer, built, its weights assigned and called in a tf.function, as KerasRunner.run."""
+    op, mode, dt, ins = case.op, case.mode, case.dtype, case.inputs
+    steps = mode == "training_steps"
+    x0 = ins["xs"][0] if steps else ins["x"]
+    bn = op == "batch_norm"
+    training = bn and mode.startswith("training")
+    kind = ("forward" if mode in ("training", "inference", "training_steps") else mode.split("_")[1]) if bn else mode
+    has_running = bn and "running_mean" in ins
+
+    def check():
+        reason = runner.supports(op, mode, dt, case.attrs)
+        if reason is not None:
+            raise Unsupported(reason)
+        if bn and training and has_running:
+            a = _bn_attrs(case.attrs)
+            if a["momentum"] is None:
+                raise Unsupported("keras BatchNormalization's momentum is a fixed float; the cumulative "
+                                  "average (momentum=None) is not expressible")
+            if a["running_var_estimator"] == "unbiased":
+                raise Unsupported("keras BatchNormalization stores the biased batch variance in "
+                                  "moving_variance; running_var_estimator='unbiased' is not expressible")
+
+    lines = _s_frame(case, keras=True, check=check)
+    tdt = _S_TF[dt]
+    spec, bshape, wmap = runner._spec(case, x0)
+    layer_kind, kw = spec[0], dict(spec[1])
+    if bn:
+        a = _bn_attrs(case.attrs)
+        m = a["momentum"]
+        if m is not None and a["momentum_on"] == "batch":
+            lines.append(f"# Keras' momentum weights the moving statistic: the case's momentum={m!r} (batch "
+                         f"weight) is 1 - {m!r}")
+        elif m is None:
+            lines.append("# momentum=None in the case: no running update here, Keras' default momentum 0.99")
+    args = ", ".join(f"{k}={_s_kwarg(v)}" for k, v in kw.items())
+    lines.append(f'layer = keras.layers.{_S_KERAS_CLS[layer_kind]}({args}, dtype="{dt}")')
+    lines.append(f"layer.build({tuple(bshape)!r})")
+    # the layer's variables (case input -> attribute), as the runner finds them on the built layer
+    exists = {"gamma": kw.get("scale", False), "beta": kw.get("center", False), "running_mean": True,
+              "running_var": True, "weight": True}
+    wvars = {k: attr for k, attr in wmap.items() if exists[k]}
+    init = {"gamma": "ones", "beta": "zeros", "weight": "ones", "running_mean": "zeros", "running_var": "ones"}
+    nw = {"bn": 1, "gn": 1}.get(layer_kind)
+    for k, attr in wvars.items():
+        if k in ins:
+            lines.append(f'{k} = tensor("{k}", {tdt})')
+        else:
+            lines.append(f"{k} = tf.{init[k]}(layer.{attr}.shape, {tdt})  # not in the case: Keras' initial value")
+    data = [k for k in ins if k not in wvars]
+    for k in (["xs"] if steps else data):
+        lines.append(f'xs = tf.unstack(tensor("xs", {tdt}))  # one batch per training step' if k == "xs"
+                     else f'{k} = tensor("{k}", {tdt})')
+    wndim = {k: (ins[k].ndim if k in ins else (nw or len(kw["axis"]))) for k in wvars}
+    params = [(k, _s_unknown(wndim[k], dt)) for k in wvars]
+    if steps:
+        params.append(("xs", f"[{_s_spec(bshape, dt)}] * {ins['xs'].shape[0]}"))
+    else:
+        params += [(k, _s_spec(bshape, dt) if k in ("x", "dy", "tx") else _s_unknown(ins[k].ndim, dt)) for k in data]
+    body = [f"layer.{attr}.assign({k})" for k, attr in wvars.items()]
+    call = f"layer(x, training={training})" if bn else "layer(x)"
+    if steps:
+        body += ['out = {"y": [], "running_mean": [], "running_var": []}',
+                 "for x in xs:  # one training step per batch",
+                 f'    out["y"].append({call})',
+                 '    out["running_mean"].append(tf.convert_to_tensor(layer.moving_mean))',
+                 '    out["running_var"].append(tf.convert_to_tensor(layer.moving_variance))',
+                 "return {name: tf.stack(values) for name, values in out.items()}"]
+    elif kind == "forward":
+        if has_running and training:
+            body += [f"y = {call}",
+                     'return {"y": y, "running_mean": tf.convert_to_tensor(layer.moving_mean),',
+                     '        "running_var": tf.convert_to_tensor(layer.moving_variance)}']
+        else:
+            body.append(f'return {{"y": {call}}}')
+    else:
+        pnames = [k for k in ("gamma", "beta", "weight") if k in ins and k in wvars]
+        if kind == "jvp":
+            pnames = [k for k in pnames if "t" + k in ins]
+        sources = ["x"] + [f"layer.{wvars[k]}.value" for k in pnames]
+        body += _s_grad(kind, ["x"] + pnames, [f"y = {call}"], sources=sources, watch=["x"])
+    note = _S_KERAS_NOTE if wvars else ("A fixed input signature as normfuzz traces it: dims unknown except the axes\n"
+                                         "the layer is built for (this layer has no weights).")
+    lines += _s_function("run", params, body, note)
+    out = _s_call_outputs("run", [p for p, _ in params])
+    if layer_kind == "unit" and dt == "float16":
+        out = ["with np.errstate(over=\"ignore\"):  # tracing: Keras' float16 constant 1/1e-12 overflows to inf"] + \
+              ["    " + ln for ln in out]
+    lines += out
+    return "\n".join(lines) + "\n"

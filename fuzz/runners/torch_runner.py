@@ -390,6 +390,10 @@ class TorchFunctional(_TorchRunner):
             extra = lambda: {"running_mean": _numpy(rm), "running_var": _numpy(rv)}  # noqa: E731
         return _apply(case, kind, fn, "x", ("gamma", "beta"), "y", extra)
 
+    def script(self, case) -> str:
+        """Standalone code of this path for `case` (see `Runner.script`): the torch.nn.functional call."""
+        return _script(self, case, _s_functional)
+
 
 # --------------------------------------------------------------------------------------------------
 # modules
@@ -585,6 +589,10 @@ class TorchModule(_TorchRunner):
             y, rm, rv = torch.stack(ys), torch.stack(rms), torch.stack(rvs)
         return {"y": _numpy(y), "running_mean": _numpy(rm), "running_var": _numpy(rv)}
 
+    def script(self, case) -> str:
+        """Standalone code of this path for `case` (see `Runner.script`): the module built, loaded and called."""
+        return _script(self, case, _s_module)
+
 
 # --------------------------------------------------------------------------------------------------
 # weight norm
@@ -682,6 +690,10 @@ class TorchWeightNorm(_TorchRunner):
             _, tw = torch.func.jvp(fn, tuple(primals), tuple(tangents))
         return {"tw": _numpy(tw)}
 
+    def script(self, case) -> str:
+        """Standalone code of this path for `case` (see `Runner.script`): the parametrized layer."""
+        return _script(self, case, _s_weight_norm)
+
 
 # --------------------------------------------------------------------------------------------------
 # native ops with saved statistics
@@ -759,7 +771,443 @@ class TorchNative(_TorchRunner):
             return {"y": _numpy(_from_cf(y, layout)), "mean": _numpy(mean), "rstd": _numpy(rstd)}
         raise Unsupported(f"{self.id} has no code path for {op}")
 
+    def script(self, case) -> str:
+        """Standalone code of this path for `case` (see `Runner.script`): the native op."""
+        return _script(self, case, _s_native)
+
 
 def runners() -> list[Runner]:
     """The PyTorch runners (building them does not import torch)."""
     return [TorchFunctional(), TorchModule(), TorchWeightNorm(), TorchNative()]
+
+
+# --------------------------------------------------------------------------------------------------
+# standalone scripts (`Runner.script`, used by fuzz.scripts): the code a torch user writes for a case
+
+
+def _script(runner: _TorchRunner, case, body: Callable[[Any, str, str, list[str]], None]) -> str:
+    """The common frame of a torch script: imports, single-threaded torch, `to_numpy`; `body(case,
+    state, kind, lines)` appends the code that sets `outputs`."""
+    reason = runner.supports(case.op, case.mode, case.dtype, case.attrs)
+    if reason is not None:
+        raise Unsupported(reason)
+    state, kind = _split_mode(case.op, case.mode)
+    if case.op == "batch_norm" and state == "training" and kind in ("forward", "steps") \
+            and "running_mean" in case.inputs and case.attrs.get("running_var_estimator", "unbiased") != "unbiased":
+        raise Unsupported("torch stores the unbiased batch variance in running_var; the biased "
+                          "estimator has no torch option")
+    lines = ["import torch", "import torch.nn.functional as F", "",
+             "torch.set_num_threads(1)  # normfuzz runs torch single-threaded", "", "",
+             "def to_numpy(t):",
+             '    """A result as a numpy array (bfloat16 as float32, exactly)."""',
+             "    t = t.detach()",
+             "    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()", "", ""]
+    if case.dtype == "bfloat16":
+        lines.append("# A bfloat16 case: the inputs hold bfloat16 values in float32 arrays; .to() is exact.")
+    body(case, state, kind, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _s_tensor(name: str, dtype: str, *, owned: bool = False) -> str:
+    """`name = <tensor of inputs[name]>`: zero-copy, a copy for tensors torch updates in place."""
+    if dtype == "bfloat16":
+        return f'{name} = torch.from_numpy(inputs["{name}"]).to(torch.bfloat16)'
+    return f'{name} = torch.from_numpy(inputs["{name}"])' + (".clone()  # torch updates it in place" if owned else "")
+
+
+def _s_perm(ndim: int, layout: str) -> tuple[str, str]:
+    """Suffixes taking channels-last data to torch's (N, C, *spatial) view and back ('' if none)."""
+    if layout == "channels_first" or ndim < 3:
+        return "", ""
+    to = (0, ndim - 1) + tuple(range(1, ndim - 1))
+    back = (0,) + tuple(range(2, ndim)) + (1,)
+    return f".permute{to}", f".permute{back}"
+
+
+def _s_layout_note(ndim: int, layout: str, lines: list[str]) -> None:
+    if _s_perm(ndim, layout)[0]:
+        lines.append("# Channels-last data (N, *spatial, C): permute() gives torch's logical (N, C, *spatial)")
+        lines.append("# view with channels-last strides, and the result is permuted back.")
+
+
+def _s_apply(case, kind: str, call: Callable[[dict[str, str]], str], x_name: str, p_names: tuple[str, ...],
+             y_name: str, lines: list[str], extra: list[str] | None = None) -> None:
+    """Forward, VJP (torch.autograd.grad) or JVP (torch.func.jvp) of `y = call(names)`, as the
+    runner's `_apply` does; `call` maps each argument (x and p_names) to the expression it becomes
+    (a variable name, or None for an absent parameter). `extra`: output lines after a forward."""
+    ins, dt = case.inputs, case.dtype
+    present = [p for p in p_names if p in ins]
+    for n in [x_name] + present:
+        if _s_tensor(n, dt) not in lines:  # not already made for the module's parameters
+            lines.append(_s_tensor(n, dt))
+    args = {x_name: x_name, **{p: (p if p in ins else "None") for p in p_names}}
+    if kind == "forward":
+        lines.append(f"{y_name} = {call(args)}")
+        lines.append(f'outputs = {{"{y_name}": to_numpy({y_name})}}')
+        lines.extend(extra or [])
+        return
+    if kind == "vjp":
+        leaves = [x_name] + present
+        lines.append(_s_tensor("d" + y_name, dt))
+        lines.extend(f"{n}.requires_grad_(True)" for n in leaves)
+        lines.append(f"{y_name} = {call(args)}")
+        grads = ", ".join("d" + n for n in leaves)
+        lines.append(f"{grads}, = torch.autograd.grad({y_name}, [{', '.join(leaves)}], grad_outputs=d{y_name})"
+                     if len(leaves) == 1 else
+                     f"{grads} = torch.autograd.grad({y_name}, [{', '.join(leaves)}], grad_outputs=d{y_name})")
+        lines.append("outputs = {" + ", ".join(f'"d{n}": to_numpy(d{n})' for n in leaves) + "}")
+        return
+    moving = [x_name] + [p for p in present if "t" + p in ins]  # primals with a tangent
+    for n in moving:
+        lines.append(_s_tensor("t" + n, dt))
+    lines += ["", "", f"def f({', '.join(moving)}):", f"    return {call(args)}", "", ""]
+    lines.append(f"_, t{y_name} = torch.func.jvp(f, {_s_tuple(moving)}, {_s_tuple(['t' + n for n in moving])})")
+    lines.append(f'outputs = {{"t{y_name}": to_numpy(t{y_name})}}')
+
+
+def _s_tuple(names: list[str]) -> str:
+    return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
+
+
+def _s_float(v) -> str:
+    return repr(float(v))
+
+
+def _s_momentum(a: Mapping[str, Any], lines: list[str], *, module: bool = False) -> str:
+    """torch's momentum (weight of the batch statistic) as a literal, with a comment on how the
+    case's convention became it (a module takes momentum=None itself: the cumulative average)."""
+    m, on = a.get("momentum", 0.1), a.get("momentum_on", "batch")
+    w = _bn_momentum_weight(a)
+    if m is None and module:
+        return "None"
+    if m is None:
+        nbt = int(_attr(a, "num_batches_tracked", 0))
+        lines.append(f"# momentum=None (cumulative average) after num_batches_tracked={nbt}: weight 1/{nbt + 1}")
+        return _s_float(1.0 / (nbt + 1))
+    if on != "batch":
+        lines.append(f"# the case's momentum {m!r} weights the running statistic; torch's weights the batch: 1 - {m!r}")
+    return _s_float(w)
+
+
+def _s_functional(case, state, kind, lines):
+    op, a, ins, dt = case.op, case.attrs, case.inputs, case.dtype
+    x_shape = ins["x"].shape
+    ndim = len(x_shape)
+    layout = _attr(a, "layout", "channels_first")
+    to, back = _s_perm(ndim, layout)
+    if op == "batch_norm":
+        training = state == "training"
+        eps = _s_float(a["eps"])
+        _s_layout_note(ndim, layout, lines)
+        m = _s_momentum(a, lines)
+        stats = "running_mean" in ins and "running_var" in ins
+        if stats:
+            lines.append(_s_tensor("running_mean", dt, owned=training))
+            lines.append(_s_tensor("running_var", dt, owned=training))
+        rm, rv = ("running_mean", "running_var") if stats else ("None", "None")
+        call = lambda g: (f"F.batch_norm(x{to}, {rm}, {rv}, weight={g['gamma']}, bias={g['beta']}, "  # noqa: E731
+                          f"training={training}, momentum={m}, eps={eps}){back}")
+        extra = None
+        if training and kind == "forward" and stats:
+            extra = ['outputs["running_mean"] = to_numpy(running_mean)  # updated in place by F.batch_norm',
+                     'outputs["running_var"] = to_numpy(running_var)']
+        _s_apply(case, kind, call, "x", ("gamma", "beta"), "y", lines, extra)
+        return
+    eps = _s_float(a["eps"]) if "eps" in a else None
+    if op in ("layer_norm", "rms_norm"):
+        shape = tuple(x_shape[ndim - _trailing_k(ndim, a):])
+        if op == "layer_norm":
+            call = lambda g: f"F.layer_norm(x, {shape}, weight={g['gamma']}, bias={g['beta']}, eps={eps})"  # noqa: E731
+            _s_apply(case, kind, call, "x", ("gamma", "beta"), "y", lines)
+        else:
+            call = lambda g: f"F.rms_norm(x, {shape}, weight={g['weight']}, eps={eps})"  # noqa: E731
+            _s_apply(case, kind, call, "x", ("weight",), "y", lines)
+        return
+    if op == "group_norm":
+        groups = int(a["num_groups"])
+        rep = x_shape[-1 if layout == "channels_last" else 1] // groups
+        _s_layout_note(ndim, layout, lines)
+        per_group = _attr(a, "affine", "per_channel") == "per_group"
+        if per_group:
+            lines.append(f"# Per-group gamma/beta ({groups},) as torch's per-channel ones: each repeated over "
+                         f"its group's {rep} channels.")
+
+        def call(g):
+            p = {k: (f"{g[k]}.repeat_interleave({rep})" if per_group and g[k] != "None" else g[k])
+                 for k in ("gamma", "beta")}
+            return f"F.group_norm(x{to}, {groups}, weight={p['gamma']}, bias={p['beta']}, eps={eps}){back}"
+        _s_apply(case, kind, call, "x", ("gamma", "beta"), "y", lines)
+        return
+    if op == "instance_norm":
+        _s_layout_note(ndim, layout, lines)
+        call = lambda g: (f"F.instance_norm(x{to}, None, None, weight={g['gamma']}, bias={g['beta']}, "  # noqa: E731
+                          f"use_input_stats=True, momentum=0.1, eps={eps}){back}")
+        _s_apply(case, kind, call, "x", ("gamma", "beta"), "y", lines)
+        return
+    if op == "l2_normalize":
+        e = 1e-12 if eps is None else float(a["eps"])
+        if _attr(a, "eps_mode", "max_norm") == "none":
+            lines.append("# eps_mode 'none' (no epsilon) is normalize's max(||x||, eps) with eps = 0")
+            e = 0.0
+        dims = tuple(int(d) % ndim for d in _attr(a, "axes", (-1,)))
+        call = lambda g: f"F.normalize(x, p=2.0, dim={dims}, eps={_s_float(e)})"  # noqa: E731
+        _s_apply(case, kind, call, "x", (), "y", lines)
+        return
+    raise Unsupported(f"torch.functional has no code path for {op}")
+
+
+def _s_module(case, state, kind, lines):
+    """nn modules, as `TorchModule._run` builds, loads and calls them."""
+    op, a, ins, dt = case.op, case.attrs, case.inputs, case.dtype
+    tdt = f"torch.{dt}"
+    has_g, has_b = "gamma" in ins, "beta" in ins
+    layout = _attr(a, "layout", "channels_first")
+    eps = _s_float(a["eps"])
+    x_name = "xs" if kind == "steps" else "x"
+    shape = ins[x_name].shape[1:] if kind == "steps" else ins["x"].shape
+    ndim = len(shape)
+    binds: list[tuple[str, str, str]] = []  # (case input, module parameter, expression suffix)
+    ones: list[str] = []
+    buffers = False
+    if op in ("batch_norm", "instance_norm", "group_norm"):
+        c = shape[-1 if layout == "channels_last" else 1] if ndim >= 2 else 0
+        if has_g:
+            binds.append(("gamma", "weight", ""))
+        elif has_b:
+            ones.append("weight")
+        if has_b:
+            binds.append(("beta", "bias", ""))
+        affine, bias = has_g or has_b, has_b
+        _s_layout_note(ndim, layout, lines)
+    if op == "batch_norm":
+        cls = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}.get(ndim)
+        if cls is None:
+            raise Unsupported(f"torch has BatchNorm1d/2d/3d for inputs of rank 2 to 5; x has rank {ndim}")
+        track = state == "inference" or "running_mean" in ins
+        m = _s_momentum(a, lines, module=True) if state == "training" else \
+            ("None" if _bn_momentum_weight(a) is None else _s_float(_bn_momentum_weight(a)))
+        lines.append(f"module = torch.nn.{cls}({c}, eps={eps}, momentum={m}, affine={affine}, "
+                     f"track_running_stats={track}, bias={bias}, dtype={tdt})")
+        load = [(n, p, s) for n, p, s in binds]
+        if track:
+            load += [("running_mean", "running_mean", ""), ("running_var", "running_var", "")]
+        buffers = track and state == "training"
+        nbt = int(_attr(a, "num_batches_tracked", 0)) if track else None
+        _s_load(case, load, ones, lines, nbt)
+        lines.append("module.train()" if state == "training" else "module.eval()")
+        if kind == "steps":
+            to, back = _s_perm(ndim, layout)
+            lines += [_s_tensor("xs", dt), "ys, running_means, running_vars = [], [], []",
+                      "with torch.no_grad():",
+                      "    for k in range(xs.shape[0]):  # one training step per batch",
+                      f"        ys.append(module(xs[k]{to}){back})",
+                      "        running_means.append(module.running_mean.clone())",
+                      "        running_vars.append(module.running_var.clone())",
+                      'outputs = {"y": to_numpy(torch.stack(ys)), "running_mean": to_numpy(torch.stack(running_means)),',
+                      '           "running_var": to_numpy(torch.stack(running_vars))}']
+            return
+        extra = None
+        if buffers and kind == "forward":
+            extra = ['outputs["running_mean"] = to_numpy(module.running_mean)  # updated by the training step',
+                     'outputs["running_var"] = to_numpy(module.running_var)']
+        _s_call(case, kind, layout, ndim, binds, ("gamma", "beta"), lines, extra, buffers)
+        return
+    if op == "instance_norm":
+        cls = {3: "InstanceNorm1d", 4: "InstanceNorm2d", 5: "InstanceNorm3d"}.get(ndim)
+        if cls is None:
+            raise Unsupported(f"torch has InstanceNorm1d/2d/3d for batched inputs of rank 3 to 5; x has rank {ndim}")
+        lines.append(f"module = torch.nn.{cls}({c}, eps={eps}, affine={affine}, track_running_stats=False, "
+                     f"bias={bias}, dtype={tdt})")
+        _s_load(case, binds, ones, lines)
+        _s_call(case, kind, layout, ndim, binds, ("gamma", "beta"), lines)
+        return
+    if op == "group_norm":
+        groups = int(a["num_groups"])
+        if _attr(a, "affine", "per_channel") == "per_group":
+            rep = c // groups
+            lines.append(f"# Per-group gamma/beta ({groups},) as the module's per-channel ones: each repeated "
+                         f"over its group's {rep} channels.")
+            binds = [(n, p, f".repeat_interleave({rep})") for n, p, _ in binds]
+        lines.append(f"module = torch.nn.GroupNorm({groups}, {c}, eps={eps}, affine={affine}, bias={bias}, dtype={tdt})")
+        _s_load(case, binds, ones, lines)
+        _s_call(case, kind, layout, ndim, binds, ("gamma", "beta"), lines)
+        return
+    k = _trailing_k(ndim, a)
+    nshape = tuple(shape[ndim - k:])
+    if op == "layer_norm":
+        if has_g:
+            binds.append(("gamma", "weight", ""))
+        elif has_b:
+            ones.append("weight")
+        if has_b:
+            binds.append(("beta", "bias", ""))
+        lines.append(f"module = torch.nn.LayerNorm({nshape}, eps={eps}, elementwise_affine={has_g or has_b}, "
+                     f"bias={has_b}, dtype={tdt})")
+        _s_load(case, binds, ones, lines)
+        _s_call(case, kind, "channels_first", ndim, binds, ("gamma", "beta"), lines)
+        return
+    if op == "rms_norm":
+        has_w = "weight" in ins
+        if has_w:
+            binds.append(("weight", "weight", ""))
+        lines.append(f"module = torch.nn.RMSNorm({nshape}, eps={eps}, elementwise_affine={has_w}, dtype={tdt})")
+        _s_load(case, binds, ones, lines)
+        _s_call(case, kind, "channels_first", ndim, binds, ("weight",), lines)
+        return
+    raise Unsupported(f"torch.module has no code path for {op}")
+
+
+def _s_load(case, binds, ones, lines, num_batches_tracked: int | None = None) -> None:
+    """Copy the case's parameters (and running statistics) into the module."""
+    for n, _, _ in binds:
+        lines.append(_s_tensor(n, case.dtype))
+    lines.append("with torch.no_grad():")
+    for n, p, suffix in binds:
+        lines.append(f"    module.{p}.copy_({n}{suffix})")
+    for p in ones:
+        lines.append(f"    module.{p}.fill_(1)  # beta without gamma: the module's weight stays one")
+    if num_batches_tracked is not None:
+        lines.append(f"    module.num_batches_tracked.fill_({num_batches_tracked})")
+    if len(lines) and lines[-1] == "with torch.no_grad():":
+        lines.pop()
+
+
+def _s_call(case, kind, layout, ndim, binds, p_names, lines, extra=None, buffers=False) -> None:
+    """A module call as `TorchModule._call` makes it: forward under no_grad; the VJP through the
+    module's own parameters; the JVP (and a VJP through a parameter translation) by
+    torch.func.functional_call with the case's parameters."""
+    ins, dt = case.inputs, case.dtype
+    to, back = _s_perm(ndim, layout)
+    direct = all(s == "" for _, _, s in binds)
+    if kind == "forward":
+        lines.append(_s_tensor("x", dt))
+        lines.append("with torch.no_grad():")
+        lines.append(f"    y = module(x{to}){back}")
+        lines.append('outputs = {"y": to_numpy(y)}')
+        lines.extend(extra or [])
+        return
+    if kind == "vjp" and direct:
+        lines.append(_s_tensor("x", dt))
+        lines.append(_s_tensor("dy", dt))
+        lines.append("x.requires_grad_(True)")
+        lines.append(f"y = module(x{to}){back}")
+        names = ["dx"] + ["d" + n for n, _, _ in binds]
+        leaves = ["x"] + [f"module.{p}" for _, p, _ in binds]
+        lines.append(f"{', '.join(names)}{',' if len(names) == 1 else ''} = torch.autograd.grad("
+                     f"y, [{', '.join(leaves)}], grad_outputs=dy)")
+        lines.append("outputs = {" + ", ".join(f'"{n}": to_numpy({n})' for n in names) + "}")
+        return
+    bound = {n: (p, s) for n, p, s in binds}
+    lines += ["", "", "def run_module(x, **params):"]
+    if buffers:
+        lines += ['    """module(x) with these parameters (torch.func.functional_call); torch.func cannot update',
+                  '    captured buffers in place, so each call gets fresh copies of the running statistics."""',
+                  "    params.update({name: b.clone() for name, b in module.named_buffers()})"]
+    else:
+        lines.append('    """module(x) with these parameters (torch.func.functional_call)."""')
+    lines += [f"    return torch.func.functional_call(module, params, (x{to},)){back}", "", ""]
+
+    def call(g):
+        kw = [f"{bound[n][0]}={g[n]}{bound[n][1]}" for n in p_names if n in bound and g[n] != "None"]
+        return f"run_module({', '.join(['x'] + kw)})"
+    _s_apply(case, kind, call, "x", p_names, "y", lines)
+
+
+def _s_weight_norm(case, state, kind, lines):
+    """torch.nn.utils.parametrizations.weight_norm on nn.Linear / nn.Conv1d/2d/3d (TorchWeightNorm)."""
+    ins, dt, a = case.inputs, case.dtype, case.attrs
+    v_shape = ins["v"].shape
+    ndim = len(v_shape)
+    if not 2 <= ndim <= 5:
+        raise Unsupported(f"torch weight_norm parametrizes an nn.Linear (2-D) or nn.Conv1d/2d/3d (3- to 5-D) "
+                          f"weight; v has rank {ndim}")
+    dim = int(_attr(a, "dim", 0)) % ndim
+    g_shape = tuple(v_shape[i] if i == dim else 1 for i in range(ndim))
+    if ndim == 2:
+        lines.append(f"layer = torch.nn.Linear({v_shape[1]}, {v_shape[0]}, bias=False, dtype=torch.{dt})")
+    else:
+        conv = {3: "Conv1d", 4: "Conv2d", 5: "Conv3d"}[ndim]
+        lines.append(f"layer = torch.nn.{conv}({v_shape[1]}, {v_shape[0]}, {tuple(v_shape[2:])}, bias=False, "
+                     f"dtype=torch.{dt})")
+    lines.append(f'layer = torch.nn.utils.parametrizations.weight_norm(layer, name="weight", dim={dim})')
+    lines.append("pw = layer.parametrizations.weight  # original0 = g, original1 = v")
+    lines.append(_s_tensor("v", dt))
+    lines.append(_s_tensor("g", dt) + f".reshape({g_shape})")
+    lines += ["with torch.no_grad():", "    pw.original0.copy_(g)", "    pw.original1.copy_(v)"]
+    if kind == "forward":
+        lines += ["with torch.no_grad():", "    w = layer.weight", 'outputs = {"w": to_numpy(w)}']
+        return
+    if kind == "vjp":
+        lines += [_s_tensor("dw", dt), "w = layer.weight",
+                  "dv, dg = torch.autograd.grad(w, [pw.original1, pw.original0], grad_outputs=dw)",
+                  f'outputs = {{"dv": to_numpy(dv), "dg": to_numpy(dg).reshape({ins["g"].shape})}}']
+        return
+    lines += ["", "", "class WeightOf(torch.nn.Module):",
+              '    """Returns the parametrized weight of `inner`, so functional_call can substitute g and v."""',
+              "", "    def __init__(self, inner):", "        super().__init__()", "        self.inner = inner", "",
+              "    def forward(self):", "        return self.inner.weight", "", "",
+              "wrapper = WeightOf(layer)",
+              _s_tensor("tv", dt)]
+    has_tg = "tg" in ins
+    if has_tg:
+        lines.append(_s_tensor("tg", dt) + f".reshape({g_shape})")
+    o0, o1 = "inner.parametrizations.weight.original0", "inner.parametrizations.weight.original1"
+    lines += ["", "", f"def f(v{', g' if has_tg else ''}):",
+              f'    return torch.func.functional_call(wrapper, {{"{o0}": g, "{o1}": v}}, ())', "", "",
+              f"_, tw = torch.func.jvp(f, (v{', g' if has_tg else ''},), (tv{', tg' if has_tg else ''},))",
+              'outputs = {"tw": to_numpy(tw)}']
+
+
+def _s_native(case, state, kind, lines):
+    """torch.native_batch_norm / native_layer_norm / native_group_norm (TorchNative)."""
+    op, a, ins, dt = case.op, case.attrs, case.inputs, case.dtype
+    eps = _s_float(a["eps"])
+    ndim = ins["x"].ndim
+    layout = _attr(a, "layout", "channels_first")
+    to, back = _s_perm(ndim, layout)
+    lines.append(_s_tensor("x", dt))
+    g = "gamma" if "gamma" in ins else "None"
+    b = "beta" if "beta" in ins else "None"
+    for n in (g, b):
+        if n != "None":
+            lines.append(_s_tensor(n, dt))
+    if op == "batch_norm":
+        training = state == "training"
+        _s_layout_note(ndim, layout, lines)
+        stats = "running_mean" in ins
+        if stats:
+            lines.append(_s_tensor("running_mean", dt, owned=True))
+            lines.append(_s_tensor("running_var", dt, owned=True))
+        rm, rv = ("running_mean", "running_var") if stats else ("None", "None")
+        m = _s_momentum(a, lines)
+        lines.append(f"y, save_mean, save_invstd = torch.native_batch_norm(x{to}, {g}, {b}, {rm}, {rv}, "
+                     f"{training}, {m}, {eps})")
+        lines.append(f'outputs = {{"y": to_numpy(y{back})}}')
+        if training:
+            lines.append('outputs.update(mean=to_numpy(save_mean), rstd=to_numpy(save_invstd))')
+            if stats:
+                lines.append('outputs.update(running_mean=to_numpy(running_mean), running_var=to_numpy(running_var))'
+                             '  # updated in place')
+        return
+    if op == "layer_norm":
+        k = _trailing_k(ndim, a)
+        shape = tuple(ins["x"].shape[ndim - k:])
+        lead = tuple(ins["x"].shape[:ndim - k])
+        lines.append(f"y, mean, rstd = torch.native_layer_norm(x, {shape}, {g}, {b}, {eps})")
+        lines.append(f'outputs = {{"y": to_numpy(y), "mean": to_numpy(mean).reshape({lead}), '
+                     f'"rstd": to_numpy(rstd).reshape({lead})}}')
+        return
+    if op == "group_norm":
+        _s_layout_note(ndim, layout, lines)
+        cf = ins["x"].shape if not to else tuple(ins["x"].shape[i] for i in (0, ndim - 1) + tuple(range(1, ndim - 1)))
+        n, c = cf[0], cf[1]
+        hxw = int(np.prod(cf[2:], dtype=np.int64))
+        lines.append(f"xc = x{to}")
+        if to and ndim not in (4, 5):
+            lines.append("xc = xc.contiguous()  # native_group_norm needs a contiguous input; a permuted 3-D "
+                         "tensor has no channels-last format")
+        lines.append(f"y, mean, rstd = torch.native_group_norm(xc, {g}, {b}, {n}, {c}, {hxw}, "
+                     f"{int(a['num_groups'])}, {eps})  # N, C, HxW, groups, eps")
+        lines.append(f'outputs = {{"y": to_numpy(y{back}), "mean": to_numpy(mean), "rstd": to_numpy(rstd)}}')
+        return
+    raise Unsupported(f"torch.native has no code path for {op}")

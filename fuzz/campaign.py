@@ -1,0 +1,378 @@
+"""A fuzzing campaign: generate cases with Hypothesis, run every selected runner in its isolated
+worker, judge against the oracle, triage, store, minimize each new bucket, until the budget is spent.
+
+Data flows one way: spec (Hypothesis) -> Case (numpy) -> Outcome per runner (workers) -> Verdict and
+Finding (compare, triage) -> store (SQLite, committed per finding) -> summary JSON and report.
+
+Generation runs in *rounds*: round r is one Hypothesis run seeded with (seed, r), so a campaign is
+reproducible from its seed and resumable from its last completed round. Inside a round the test
+function never fails for known buckets; the first time a case opens a *new* bucket it raises an
+exception class unique to that bucket, so Hypothesis shrinks exactly that failure (shrinking moves to
+smaller shapes and simpler regimes) while only that bucket's runner is run; the last case that
+raised is the bucket's minimal reproducer. `hypothesis.target` steers each (op, runner) pair toward a
+larger error/bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import __version__
+from .compare import reference
+from .isolation import InternalError, Worker, WorkerSetupError
+from .runners import discover
+from .triage import Finding, bucket_key, judge
+
+EXAMPLES_PER_ROUND = 200
+
+
+@dataclass
+class CampaignConfig:
+    """What a campaign runs: selections, budget, seed, isolation limits, folders."""
+
+    out: str
+    ops: list[str] = field(default_factory=list)          # empty: all
+    runners: list[str] = field(default_factory=list)      # runner ids; empty: all available
+    plugins: list[str] = field(default_factory=list)      # extra module:factory specs
+    dtypes: list[str] = field(default_factory=list)
+    regimes: list[str] = field(default_factory=list)
+    modes: list[str] = field(default_factory=list)
+    budget_seconds: float | None = None
+    max_cases: int | None = None
+    seed: int = 0
+    timeout: float = 60.0
+    memory_mb: int | None = 4096
+    max_elements: int = 4096
+    known_issues: str | None = None
+    baseline: str | None = None
+    minimize: bool = True                                  # shrink each new bucket's case
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Found(Exception):
+    """Base of the per-bucket exceptions that make Hypothesis shrink one bucket."""
+
+
+_BUCKET_EXC: dict[str, type] = {}
+
+
+def _raise_for(key: str):
+    """Raise the bucket's own exception class, always from this line: Hypothesis identifies a
+    failure by exception type and location, so generation and shrinking must raise alike."""
+    if key not in _BUCKET_EXC:
+        _BUCKET_EXC[key] = type(f"NewBucket_{len(_BUCKET_EXC)}", (_Found,), {"key": key})
+    raise _BUCKET_EXC[key]()
+
+
+@dataclass
+class _State:
+    cases: int = 0
+    findings: int = 0
+    new_buckets: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    pending: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (spec, case)
+    target: str | None = None
+    target_runner: str | None = None
+    minimal: dict[str, Any] = field(default_factory=dict)             # key -> (case, finding)
+    counts: dict[tuple, int] = field(default_factory=dict)
+    unsupported: dict[tuple, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    elapsed_before: float = 0.0
+    stopped: bool = False
+    cases_at_stop: int = 0
+
+
+def platform_info() -> dict[str, str]:
+    return {"python": sys.version.split()[0], "implementation": platform.python_implementation(),
+            "os": platform.platform(), "machine": platform.machine(), "numpy": np.__version__,
+            "normfuzz": __version__, "cpus": str(os.cpu_count())}
+
+
+class Campaign:
+    """One campaign over `config`; `run()` returns the summary dict (also written as JSON)."""
+
+    def __init__(self, config: CampaignConfig, *, resume: bool = False,
+                 on_progress: Callable[[dict], None] | None = None,
+                 stop_when: Callable[[Finding], bool] | None = None, write_report: bool = True):
+        self.cfg = config
+        self.resume = resume
+        self.on_progress = on_progress
+        self.stop_when = stop_when
+        self.write_report = write_report
+        self.out = Path(config.out)
+        self.workers: dict[str, Worker] = {}
+        self.unavailable: dict[str, str] = {}
+        self.versions: dict[str, str] = {}
+        self.state = _State()
+        self._last_flush = time.monotonic()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _select_runners(self) -> dict[str, tuple[str, Any]]:
+        found = discover(self.cfg.plugins, broken={})
+        if self.cfg.runners:
+            missing = [r for r in self.cfg.runners if r not in found]
+            if missing:
+                raise ValueError(f"unknown runner(s) {missing}: expected some of {sorted(found)}")
+            found = {k: v for k, v in found.items() if k in self.cfg.runners}
+        out = {}
+        for rid, (spec, runner) in sorted(found.items()):
+            why = runner.available()
+            if why is not None:
+                self.unavailable[rid] = why
+            else:
+                out[rid] = (spec, runner)
+        return out
+
+    def _worker(self, rid: str) -> Worker | None:
+        if rid in self.unavailable:
+            return None
+        w = self.workers.get(rid)
+        if w is None:
+            spec, _ = self.runners[rid]
+            w = Worker(spec, rid, timeout=self.cfg.timeout, memory_mb=self.cfg.memory_mb)
+            try:
+                w.start()
+            except WorkerSetupError as e:
+                self.unavailable[rid] = str(e)
+                return None
+            self.workers[rid] = w
+            self.versions[rid] = w.version
+            self.store.set_versions(self.versions)
+        return w
+
+    # ------------------------------------------------------------------ one case
+
+    def _supported(self, case) -> list[str]:
+        ids = []
+        for rid, (_, runner) in self.runners.items():
+            if rid in self.unavailable:
+                continue
+            why = runner.supports(case.op, case.mode, case.dtype, case.attrs)
+            if why is None:
+                ids.append(rid)
+            else:
+                k = (rid, case.op, case.mode, case.dtype, why)
+                self.state.unsupported[k] = self.state.unsupported.get(k, 0) + 1
+        return ids
+
+    def _run_one(self, rid: str, spec, case, refs: dict) -> tuple[Any, Finding | None]:
+        runner = self.runners[rid][1]
+        conv = runner.conventions_for(case.op, case.attrs)
+        prec = conv.precision(case.dtype)
+        ref = refs.get(prec)
+        if ref is None:
+            ref = refs[prec] = reference(case, prec)
+        expected = None if ref.evaluation is None else {k: v.shape for k, v in ref.evaluation.outputs.items()}
+        w = self._worker(rid)
+        if w is None:
+            return None, None
+        outcome = w.run(case, expected=expected)
+        if outcome.status == "UNSUPPORTED":
+            k = (rid, case.op, case.mode, case.dtype, outcome.detail)
+            self.state.unsupported[k] = self.state.unsupported.get(k, 0) + 1
+        verdict, finding = judge(case, outcome, conv, regime=spec.regime, ref=ref)
+        return (outcome, verdict), finding
+
+    def _count(self, case, spec, rid: str, category: str) -> None:
+        k = (case.op, case.mode, rid, case.dtype, spec.regime, category)
+        self.state.counts[k] = self.state.counts.get(k, 0) + 1
+
+    def _record(self, case, spec, outcome, verdict, finding: Finding) -> str:
+        key = bucket_key(*finding.key)
+        is_new = self.store.record_finding(case, outcome, finding, verdict)[2]
+        self.state.findings += 1
+        if is_new:
+            self.state.new_buckets.append(key)
+            self.state.pending[key] = (spec, case)
+        self.state.seen.add(key)
+        return key
+
+    def _test(self, spec) -> None:
+        """The Hypothesis test function: one spec, every runner (or the shrink target's)."""
+        from hypothesis import target
+
+        st = self.state
+        if self._out_of_budget():
+            return
+        case = self._materialize(spec)
+        refs: dict = {}
+        if st.target is not None:  # shrinking one bucket: only its runner matters
+            rid = st.target_runner
+            if rid not in self._supported(case):
+                return
+            res, finding = self._run_one(rid, spec, case, refs)
+            if finding is not None and bucket_key(*finding.key) == st.target:
+                st.minimal[st.target] = (case, finding, res)
+                _raise_for(st.target)
+            return
+        st.cases += 1
+        raise_for = None
+        for rid in self._supported(case):
+            res, finding = self._run_one(rid, spec, case, refs)
+            if res is None:
+                continue
+            outcome, verdict = res
+            self._count(case, spec, rid, finding.category if finding else verdict.category)
+            if verdict.max_ratio == verdict.max_ratio and np.isfinite(verdict.max_ratio):
+                target(min(float(verdict.max_ratio), 1e30), label=f"{case.op}:{rid}")
+            if finding is not None:
+                key = self._record(case, spec, outcome, verdict, finding)
+                if self.stop_when is not None and not st.stopped and self.stop_when(finding):
+                    st.stopped, st.cases_at_stop = True, st.cases
+                if key in st.pending and raise_for is None and self.cfg.minimize:
+                    raise_for = (key, rid, case, finding, res)
+        self._maybe_flush()
+        if raise_for is not None:
+            key, rid, case_, finding, res = raise_for
+            st.target, st.target_runner = key, rid
+            st.minimal[key] = (case_, finding, res)
+            _raise_for(key)
+
+    def _materialize(self, spec):
+        from .strategies import materialize
+
+        return materialize(spec)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def elapsed(self) -> float:
+        return self.state.elapsed_before + time.monotonic() - self.state.started
+
+    def _out_of_budget(self) -> bool:
+        if self.state.stopped:
+            return True
+        if self.cfg.max_cases is not None and self.state.cases >= self.cfg.max_cases:
+            return True
+        return self.cfg.budget_seconds is not None and self.elapsed() >= self.cfg.budget_seconds
+
+    def _maybe_flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_flush < 2.0:
+            return
+        self._last_flush = now
+        if self.state.counts:
+            self.store.add_counts(list(self.state.counts.items()))
+            self.state.counts.clear()
+        if self.state.unsupported:
+            self.store.add_unsupported(list(self.state.unsupported.items()))
+            self.state.unsupported.clear()
+        if self.on_progress:
+            self.on_progress(self.progress())
+
+    def progress(self) -> dict[str, Any]:
+        el = max(self.elapsed(), 1e-9)
+        return {"elapsed": el, "cases": self.state.cases, "cases_per_second": self.state.cases / el,
+                "findings": self.state.findings, "buckets": len(self.state.seen),
+                "new_buckets": len(self.state.new_buckets)}
+
+    def _finish_minimal(self, key: str) -> None:
+        got = self.state.minimal.pop(key, None)
+        self.state.pending.pop(key, None)
+        if got is not None:
+            case, finding, _ = got
+            self.store.set_minimal(key, case, ratio=finding.max_ratio, explanation=finding.explanation)
+
+    # ------------------------------------------------------------------ rounds
+
+    def _round(self, r: int) -> None:
+        from hypothesis import HealthCheck, Phase, given, seed, settings
+
+        from .strategies import case_specs
+
+        strategy = case_specs(ops=self.cfg.ops or None, modes=self.cfg.modes or None,
+                              dtypes=self.cfg.dtypes or None, regimes=self.cfg.regimes or None,
+                              max_elements=self.cfg.max_elements)
+        test = settings(max_examples=EXAMPLES_PER_ROUND, database=None, deadline=None, derandomize=False,
+                        phases=[Phase.generate, Phase.target, Phase.shrink], report_multiple_bugs=False,
+                        suppress_health_check=list(HealthCheck), print_blob=False)(
+            seed(self.cfg.seed * 1_000_003 + r)(given(strategy)(self._test)))
+        try:
+            test()
+        except _Found as e:
+            self._finish_minimal(type(e).key)
+        finally:
+            self.state.target = self.state.target_runner = None
+        # buckets opened alongside another one in the same case were not shrunk: keep their case
+        for key in list(self.state.pending):
+            spec, case = self.state.pending.pop(key)
+            got = self.state.minimal.pop(key, None)
+            if got is None:
+                self.store.set_minimal(key, case)
+            else:
+                self._finish_minimal(key)
+
+    def run(self) -> dict[str, Any]:
+        """Run until the budget is spent or Ctrl-C; everything found is kept. Returns the summary."""
+        from .store import Store
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.runners = self._select_runners()
+        info = {"config": self.cfg.to_dict(), "seed": self.cfg.seed, "platform": platform_info(),
+                "runners": sorted(self.runners), "unavailable": dict(self.unavailable)}
+        start_round = 0
+        if self.resume:
+            self.store = Store.open(self.out)
+            chk = self.store.resume() or {}
+            start_round = int(chk.get("round", -1)) + 1
+            self.state.cases = int(chk.get("cases", 0))
+            self.state.elapsed_before = float(chk.get("elapsed", 0.0))
+            self.state.seen = set(self.store.bucket_keys())
+        else:
+            self.store = Store.create(self.out, info)
+        status = "finished"
+        r = start_round
+        try:
+            while not self._out_of_budget():
+                self._round(r)
+                self._maybe_flush(force=True)
+                self.store.checkpoint({"round": r, "cases": self.state.cases, "elapsed": self.elapsed()},
+                                      cases_run=self.state.cases)
+                r += 1
+        except KeyboardInterrupt:
+            status = "interrupted"
+        finally:
+            self._maybe_flush(force=True)
+            for w in self.workers.values():
+                w.close()
+        summary = self._conclude(status)
+        return summary
+
+    def _conclude(self, status: str) -> dict[str, Any]:
+        from .baseline import apply_baseline, apply_known_issues
+
+        warnings = []
+        if self.cfg.known_issues:
+            warnings += apply_known_issues(self.store, self.cfg.known_issues)
+        if self.cfg.baseline:
+            apply_baseline(self.store, self.cfg.baseline, self)
+        self.store.finish(status, {"unavailable": dict(self.unavailable), "warnings": warnings},
+                          cases_run=self.state.cases)
+        summary = self.store.summary()
+        summary["bucket_list"] = self.store.buckets()
+        summary["warnings"] = warnings
+        summary["unavailable"] = dict(self.unavailable)
+        self.store.export_summary_json(self.out / "summary.json")
+        if self.write_report:
+            self._write_report()
+        self.store.close()
+        return summary
+
+    def _write_report(self) -> None:
+        """report.html next to the database, when the report package can build it."""
+        try:
+            from reports import write_report
+        except ImportError:
+            return
+        write_report(self.out, self.out / "report.html")

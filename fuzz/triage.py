@@ -1,0 +1,196 @@
+"""Triage: turn a disagreeing verdict into a `Finding` with an explanation and a bucket key.
+
+Explanations, tried in order for a mismatch or a NaN-pattern difference:
+1. a **bug-zoo signature**: every applicable variant of `bugzoo` is evaluated on the case in the
+   case's format; the runner's outputs are compared with the variant's through the oracle's bounds,
+   and the closest variant whose outputs the runner matches (error/bound <= 1 on every output both
+   define) explains the finding;
+2. a **declared convention** of the runner (`Conventions`): e.g. an eps below the path's documented
+   minimum (`min_eps`) that the framework clamps; a documented refusal of a batch of one;
+3. otherwise **precision** (mismatch) or **nan_pattern**, with error/bound and the worst output.
+Crashes, timeouts, raised exceptions, accepted invalid inputs and bad outputs are findings of their
+category. The bucket key uses structured fields only: (op, mode, runner, category, signature, dtype);
+the signature is the variant or convention name, the worst output, the exception type, the signal or
+exit code, or the rejected parameter, never message text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+import oracles
+from oracles.errormodel import error_ratio
+from oracles.errors import OracleInputError
+
+from .compare import Reference, Verdict, compare, reference
+from .outcome import Outcome
+from .runners.base import Conventions
+from .store import bucket_key  # noqa: F401 - the one definition of a bucket key, re-exported
+
+#: A variant explains a discrepancy when the runner's outputs are within this many bounds of it.
+MATCH = 1.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A triaged disagreement: what, where, why, and its bucket's key fields."""
+
+    runner: str
+    case_id: str
+    op: str
+    mode: str
+    dtype: str
+    regime: str
+    category: str
+    signature: str
+    explanation: str
+    max_ratio: float
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str, str]:
+        return (self.op, self.mode, self.runner, self.category, self.signature, self.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["details"] = dict(self.details)
+        return d
+
+
+def _variant_score(variant, case, outcome: Outcome, ref: Reference) -> float | None:
+    """max error/bound of the runner's outputs against a variant's, or None when the variant does
+    not apply or the case holds no evidence for it.
+
+    Evidence: an element where the variant departs from the oracle (error/bound > 1) and both the
+    runner's and the variant's values are finite. A coincidence of NaNs alone (a runner that
+    overflows to NaN, a variant that divides 0 by 0) explains nothing, except for the variants whose
+    very nature is a NaN pattern (trigger regime nonfinite_in_one_set)."""
+    import bugzoo
+
+    try:
+        outs = variant.evaluate(case.mode, dict(case.inputs), dict(case.attrs), case.dtype)
+    except (bugzoo.NotApplicable, OracleInputError):
+        return None
+    ev = ref.evaluation
+    worst, compared, evidence = 0.0, 0, 0
+    nan_nature = variant.trigger_regime == "nonfinite_in_one_set"
+    for name, actual in outcome.outputs.items():
+        if name not in outs or name not in ev.bounds or np.shape(outs[name]) != np.shape(actual):
+            continue
+        r = error_ratio(actual, outs[name], ev.bounds[name], case.dtype)
+        worst = max(worst, float(np.max(r)) if r.size else 0.0)
+        compared += 1
+        departs = error_ratio(outs[name], ev.outputs[name], ev.bounds[name], case.dtype) > MATCH
+        if not nan_nature:
+            departs &= np.isfinite(np.asarray(actual, dtype=float)) & np.isfinite(np.asarray(outs[name], dtype=float))
+        evidence += int(departs.sum())
+    if not compared or not evidence:
+        return None
+    return worst
+
+
+def closest_variant(case, outcome: Outcome, ref: Reference) -> tuple[str, float, str] | None:
+    """(name, score, what is wrong) of the closest bug-zoo variant, or None if none applies."""
+    import bugzoo
+
+    best = None
+    for v in bugzoo.variants_for(case.op, case.mode, case.dtype):
+        s = _variant_score(v, case, outcome, ref)
+        if s is not None and (best is None or s < best[1]):
+            best = (v.name, s, v.wrong)
+    return best
+
+
+def _convention_explanation(case, outcome: Outcome, verdict: Verdict, conv: Conventions,
+                            precision) -> tuple[str, str] | None:
+    """(signature, explanation) when a declared convention accounts for the verdict."""
+    eps = case.attrs.get("eps")
+    if verdict.category in ("mismatch", "nan_pattern") and conv.min_eps is not None and eps is not None \
+            and float(eps) < conv.min_eps:
+        attrs = dict(case.attrs, eps=conv.min_eps)
+        try:
+            ev = oracles.evaluate(case.op, case.mode, dict(case.inputs), attrs, precision)
+        except OracleInputError:
+            return None
+        worst = max((float(np.max(error_ratio(a, ev.outputs[n], ev.bounds[n], case.dtype)))
+                     for n, a in outcome.outputs.items() if n in ev.outputs), default=np.inf)
+        if worst <= MATCH:
+            return ("convention:min_eps",
+                    f"the path clamps eps={eps:g} to its documented minimum {conv.min_eps:g} "
+                    f"(error/bound {worst:.3g} against the oracle at the clamped eps)")
+    if verdict.category == "raised" and conv.batch_of_one == "raises":
+        n = _reduction_size(case)
+        if n == 1:
+            return ("convention:batch_of_one", "the path documents that a reduction set of one element raises")
+    return None
+
+
+def _reduction_size(case) -> int | None:
+    """Elements per reduction set of a batch_norm training case (None for other cases)."""
+    if case.op != "batch_norm" or not case.mode.startswith("training"):
+        return None
+    x = case.inputs.get("x", case.inputs.get("xs"))
+    shape = x.shape[1:] if "xs" in case.inputs else x.shape
+    c_axis = 1 if case.attrs.get("layout", "channels_first") == "channels_first" else len(shape) - 1
+    return int(np.prod(shape)) // int(shape[c_axis])
+
+
+def triage(case, outcome: Outcome, verdict: Verdict, *, conventions: Conventions, precision,
+           ref: Reference, regime: str = "") -> Finding | None:
+    """The finding for a verdict, or None when it is agreement or coverage information."""
+    if not verdict.is_finding:
+        return None
+    common = dict(runner=outcome.runner, case_id=case.id, op=case.op, mode=case.mode, dtype=case.dtype,
+                  regime=regime, category=verdict.category, max_ratio=verdict.max_ratio)
+    details: dict[str, Any] = {"verdict": verdict.to_dict()}
+    cat = verdict.category
+    conv = _convention_explanation(case, outcome, verdict, conventions, precision)
+    if conv is not None:
+        return Finding(signature=conv[0], explanation=conv[1], details=details, **common)
+    if cat in ("mismatch", "nan_pattern"):
+        best = closest_variant(case, outcome, ref)
+        if best is not None:
+            details["closest_variant"] = {"name": best[0], "score": best[1]}
+            if best[1] <= MATCH:
+                return Finding(signature=best[0], details=details, **common, explanation=(
+                    f"matches bug-zoo variant {best[0]}: {best[2]} (error/bound {best[1]:.3g} against the "
+                    f"variant, {verdict.max_ratio:.3g} against the oracle)"))
+        if cat == "mismatch":
+            common["category"] = "precision"
+            w = next(c for c in verdict.checks if c.name == verdict.worst_output)
+            return Finding(signature=verdict.worst_output, details=details, **common, explanation=(
+                f"{verdict.worst_output}: error/bound {verdict.max_ratio:.3g} at {list(w.worst_index)} "
+                f"(got {w.actual:.9g}, reference {w.expected:.9g}, bound {w.bound:.3g}); "
+                f"{w.exceeding} of {w.elements} elements exceed their bound; no bug-zoo variant or "
+                f"declared convention explains it"))
+        w = next(c for c in verdict.checks if c.name == verdict.worst_output)
+        return Finding(signature=verdict.worst_output, details=details, **common, explanation=(
+            f"{verdict.worst_output}: {w.pattern_mismatches} of {w.elements} elements differ in their "
+            f"NaN/Inf pattern from the oracle (e.g. at {list(w.worst_index)}: got {w.actual!r}, reference "
+            f"{w.expected!r})"))
+    if cat == "raised":
+        return Finding(signature=outcome.error_type or "unknown", details=details, **common, explanation=(
+            f"raised {outcome.error_type} where the oracle defines a result: {outcome.error}"))
+    if cat == "accepted_invalid":
+        return Finding(signature=verdict.rejected_parameter, details=details, **common, explanation=(
+            f"returned outputs for an input the oracle rejects: {verdict.rejection}"))
+    if cat == "crash":
+        sig = f"signal {outcome.signal}" if outcome.signal else f"exit {outcome.exit_code}"
+        return Finding(signature=sig, details=details, **common, explanation=outcome.detail)
+    if cat == "timeout":
+        return Finding(signature="timeout", details=details, **common, explanation=outcome.detail)
+    return Finding(signature="bad_output", details=details, **common, explanation=verdict.details.get("detail", ""))
+
+
+def judge(case, outcome: Outcome, conventions: Conventions, *, regime: str = "",
+          ref: Reference | None = None) -> tuple[Verdict, Finding | None]:
+    """compare + triage for one outcome (the oracle evaluated at the runner's declared precision)."""
+    precision = conventions.precision(case.dtype)
+    ref = reference(case, precision) if ref is None else ref
+    verdict = compare(case, outcome, ref)
+    return verdict, triage(case, outcome, verdict, conventions=conventions, precision=precision, ref=ref,
+                           regime=regime)

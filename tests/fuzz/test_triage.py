@@ -1,0 +1,122 @@
+"""compare + triage: categories, the bug-zoo explanation, conventions, and structured bucket keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bugzoo
+import oracles
+from fuzz.case import Case
+from fuzz.compare import reference
+from fuzz.outcome import Outcome
+from fuzz.runners.base import Conventions
+from fuzz.triage import bucket_key, judge
+
+CONV = Conventions()
+
+
+def case_of(op, mode, dtype, inputs, attrs):
+    return Case(op=op, mode=mode, dtype=dtype, inputs=inputs, attrs=attrs)
+
+
+def ok(case, outputs, runner="fake"):
+    return Outcome(runner, case.id, "OK", outputs={k: np.asarray(v) for k, v in outputs.items()})
+
+
+def ln_case(dtype="float32", seed=0):
+    x = oracles.round_to(dtype, np.random.default_rng(seed).normal(size=(3, 8)))
+    return case_of("layer_norm", "forward", dtype, {"x": x}, {"eps": 1e-5, "normalized_ndim": 1})
+
+
+def rounded_reference(case):
+    ev = oracles.evaluate(case.op, case.mode, dict(case.inputs), dict(case.attrs), case.dtype)
+    return {k: oracles.round_to(case.dtype, v) for k, v in ev.outputs.items()}
+
+
+def test_correctly_rounded_outputs_agree():
+    c = ln_case()
+    verdict, finding = judge(c, ok(c, rounded_reference(c)), CONV)
+    assert verdict.category == "agree" and finding is None and verdict.max_ratio <= 1
+
+
+def test_perturbed_output_is_a_precision_finding_keyed_on_fields():
+    c = ln_case()
+    out = rounded_reference(c)
+    out["y"] = out["y"].copy()
+    out["y"][1, 2] += np.float32(1e-3)
+    verdict, finding = judge(c, ok(c, out), CONV, regime="well_conditioned")
+    assert verdict.category == "mismatch" and verdict.worst_output == "y"
+    assert finding.category == "precision" and finding.signature == "y"
+    assert finding.key == ("layer_norm", "forward", "fake", "precision", "y", "float32")
+    assert bucket_key(*finding.key) == "layer_norm|forward|fake|precision|y|float32"
+    assert "[1, 2]" in finding.explanation
+
+
+def test_nan_where_oracle_is_finite_is_a_nan_pattern():
+    c = ln_case()
+    out = rounded_reference(c)
+    out["y"] = out["y"].copy()
+    out["y"][0, 0] = np.nan
+    verdict, finding = judge(c, ok(c, out), CONV)
+    assert verdict.category == "nan_pattern" and finding.category == "nan_pattern"
+
+
+def test_statuses_become_their_categories_and_signatures_ignore_messages():
+    c = ln_case()
+    raised = [Outcome("fake", c.id, "RAISED", error_type="builtins.RuntimeError", error=m) for m in ("a", "b <x>")]
+    keys = {judge(c, o, CONV)[1].key for o in raised}
+    assert keys == {("layer_norm", "forward", "fake", "raised", "builtins.RuntimeError", "float32")}
+    crash = judge(c, Outcome("fake", c.id, "CRASHED", signal=11, detail="worker killed by signal 11"), CONV)[1]
+    assert crash.category == "crash" and crash.signature == "signal 11"
+    assert judge(c, Outcome("fake", c.id, "TIMEOUT", detail="t"), CONV)[1].category == "timeout"
+    assert judge(c, Outcome("fake", c.id, "BAD_OUTPUT", detail="d"), CONV)[1].category == "bad_output"
+    v, f = judge(c, Outcome("fake", c.id, "UNSUPPORTED", detail="no"), CONV)
+    assert v.category == "unsupported" and f is None
+
+
+def test_invalid_input_raised_agrees_and_accepted_is_a_finding():
+    x = np.ones((2, 3, 4), np.float32)
+    c = case_of("batch_norm", "inference", "float32",
+                {"x": x, "running_mean": np.zeros(3, np.float32), "running_var": -np.ones(3, np.float32)},
+                {"eps": 1e-5})
+    assert reference(c, oracles.Precision.of("float32")).evaluation is None
+    v, f = judge(c, Outcome("fake", c.id, "RAISED", error_type="E", error="negative"), CONV)
+    assert v.category == "agree" and f is None
+    v, f = judge(c, ok(c, {"y": x}), CONV)
+    assert f.category == "accepted_invalid" and f.signature == "running_var"
+
+
+def test_wrong_output_shape_is_bad_output():
+    c = ln_case()
+    out = rounded_reference(c)
+    out["y"] = out["y"][:, :4]
+    assert judge(c, ok(c, out), CONV)[0].category == "bad_output"
+
+
+@pytest.mark.parametrize("v", bugzoo.VARIANTS, ids=lambda v: f"{v.name}.{v.op}")
+def test_each_variant_is_explained_by_its_own_signature(v):
+    """A framework that computes exactly a bug-zoo variant is triaged to that variant."""
+    mode = v.modes[0]
+    dtype = "float32" if "float32" in v.dtypes else v.dtypes[0]
+    ex = bugzoo.examples(v, mode, dtype, inside=True, seed=0)
+    c = case_of(v.op, mode, dtype, ex.inputs, ex.attrs)
+    outs = v.evaluate(mode, dict(c.inputs), dict(c.attrs), dtype)
+    verdict, finding = judge(c, ok(c, outs), CONV)
+    assert finding is not None and verdict.category in ("mismatch", "nan_pattern")
+    if finding.signature != v.name:  # a twin that coincides on this case must score as well
+        score = finding.details["closest_variant"]["score"]
+        assert score <= 1 and finding.signature in {w.name for w in bugzoo.variants_for(v.op)}, finding
+    else:
+        assert "matches bug-zoo variant" in finding.explanation
+
+
+def test_min_eps_convention_explains_a_clamped_eps():
+    x = oracles.round_to("float32", np.random.default_rng(1).normal(scale=1e-3, size=(4, 8)))
+    c = case_of("layer_norm", "forward", "float32", {"x": x}, {"eps": 1e-9, "normalized_ndim": 1})
+    clamped = oracles.evaluate("layer_norm", "forward", {"x": x}, {"eps": 1e-3, "normalized_ndim": 1}, "float32")
+    out = {k: oracles.round_to("float32", v) for k, v in clamped.outputs.items()}
+    _, f = judge(c, ok(c, out), Conventions(min_eps=1e-3))
+    assert f.signature == "convention:min_eps"
+    _, f = judge(c, ok(c, out), Conventions())
+    assert f.signature != "convention:min_eps"
