@@ -60,6 +60,10 @@ class CampaignConfig:
         return dict(self.__dict__)
 
 
+class CampaignConfigError(ValueError):
+    """A campaign configuration that cannot run (unknown runner, nothing selected)."""
+
+
 class _Found(Exception):
     """Base of the per-bucket exceptions that make Hypothesis shrink one bucket."""
 
@@ -124,7 +128,7 @@ class Campaign:
         if self.cfg.runners:
             missing = [r for r in self.cfg.runners if r not in found]
             if missing:
-                raise ValueError(f"unknown runner(s) {missing}: expected some of {sorted(found)}")
+                raise CampaignConfigError(f"unknown runner(s) {', '.join(missing)}: choose from {', '.join(sorted(found))}")
             found = {k: v for k, v in found.items() if k in self.cfg.runners}
         out = {}
         for rid, (spec, runner) in sorted(found.items()):
@@ -317,8 +321,10 @@ class Campaign:
         """Run until the budget is spent or Ctrl-C; everything found is kept. Returns the summary."""
         from .store import Store
 
-        self.out.mkdir(parents=True, exist_ok=True)
         self.runners = self._select_runners()
+        if not self.runners:
+            raise CampaignConfigError(f"no selected runner is available: {self.unavailable}")
+        self.out.mkdir(parents=True, exist_ok=True)
         info = {"config": self.cfg.to_dict(), "seed": self.cfg.seed, "platform": platform_info(),
                 "runners": sorted(self.runners), "unavailable": dict(self.unavailable)}
         start_round = 0

@@ -296,7 +296,9 @@ def _run_campaign(args: argparse.Namespace) -> int:
         from .baseline import KnownIssuesError
         from .store import StoreError
 
-        if isinstance(exc, (RunnerSpecError, KnownIssuesError)):
+        from .campaign import CampaignConfigError
+
+        if isinstance(exc, (RunnerSpecError, KnownIssuesError, CampaignConfigError)):
             raise UsageError(str(exc)) from exc
         if isinstance(exc, StoreError):
             raise EnvironmentFailure(str(exc)) from exc

@@ -1,8 +1,9 @@
 """Plug-in runners that misbehave in every way a native library can, for the isolation tests.
 
 Each is an honest numpy LayerNorm (float64 math, outputs in the case's carrier dtype) until its fault
-fires. A fault fires on every case, or only on cases whose attr `eps` equals the runner's trigger
-eps (`sometimes`), so tests can interleave good and bad cases. Load with the spec
+fires. A fault fires on every case, only on cases whose attr `eps` equals the runner's trigger eps
+(`.sometimes`, so tests can interleave good and bad cases), or on about a third of the cases chosen
+by content hash (`.often`, for campaigns). Load with the spec
 ``tests.fuzz.faulty_runners:runners``.
 """
 
@@ -23,7 +24,8 @@ TRIGGER_EPS = 0.0625
 def layer_norm_outputs(case) -> dict[str, np.ndarray]:
     """Honest float64 LayerNorm over the last `normalized_ndim` dims, rounded to the carrier."""
     x = case.inputs["x"].astype(np.float64)
-    k = case.attrs.get("normalized_ndim", 1)
+    axis = case.attrs.get("axis")
+    k = case.attrs.get("normalized_ndim", 1) if axis is None else x.ndim - axis % x.ndim
     axes = tuple(range(x.ndim - k, x.ndim))
     mu = x.mean(axis=axes, keepdims=True)
     rstd = 1 / np.sqrt(((x - mu) ** 2).mean(axis=axes, keepdims=True) + case.attrs["eps"])
@@ -43,16 +45,19 @@ class FaultyRunner(Runner):
     dtypes = ("float32", "float64")
     conventions = Conventions(default_eps=1e-5, sources=("tests/fuzz/faulty_runners.py",))
 
-    def __init__(self, fault: str, *, sometimes: bool = False):
+    def __init__(self, fault: str, *, sometimes: bool = False, often: bool = False):
         self.fault = fault
         self.sometimes = sometimes
-        self.id = f"faulty.{fault}" + (".sometimes" if sometimes else "")
+        self.often = often
+        self.id = f"faulty.{fault}" + (".sometimes" if sometimes else "") + (".often" if often else "")
         self._leak = []
 
     def version(self) -> str:
         return "0.0-test"
 
     def fires(self, case) -> bool:
+        if self.often:  # about one case in three, decided by the case's content hash
+            return int(case.id, 16) % 3 == 0
         return not self.sometimes or case.attrs.get("eps") == TRIGGER_EPS
 
     def run(self, case):
@@ -98,4 +103,5 @@ FAULTS = ("segfault", "abort", "exit", "hang", "oom", "leak", "raise", "internal
 
 
 def runners():
-    return [FaultyRunner(f) for f in FAULTS] + [FaultyRunner(f, sometimes=True) for f in FAULTS] + [FaultyRunner("none")]
+    return ([FaultyRunner(f) for f in FAULTS] + [FaultyRunner(f, sometimes=True) for f in FAULTS]
+            + [FaultyRunner(f, often=True) for f in FAULTS] + [FaultyRunner("none")])
