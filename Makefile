@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(VPY)
 test: venv
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
+# The main job: a short campaign on the three backends, writing runs/demo/report.html and
+# runs/demo/summary.json. Exit status 1 of `normfuzz campaign` means "new buckets found", which is
+# the expected outcome of a demo, not a failure.
+DEMO_BUDGET ?= 3m
+DEMO_RUNNERS ?= torch.functional,torch.module,tf.nn,keras,ort
 demo: venv
-	$(VENV)/bin/normfuzz bugzoo
-	$(VENV)/bin/normfuzz --version
+	rm -rf runs/demo
+	$(VENV)/bin/normfuzz campaign --out runs/demo --budget $(DEMO_BUDGET) --runners $(DEMO_RUNNERS) \
+		|| test $$? -eq 1
+	@echo "report: runs/demo/report.html   summary: runs/demo/summary.json"

@@ -219,10 +219,15 @@ def _configure_campaign(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-mb", type=int, default=4096, help="resident memory limit per worker")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted campaign in --out")
     parser.add_argument("--baseline", metavar="DIR", help="previous campaign: mark buckets new/recurring/fixed")
-    parser.add_argument("--known-issues", metavar="FILE", help="TOML file of known issues with upstream links")
+    parser.add_argument("--known-issues", metavar="FILE", default=DEFAULT_KNOWN_ISSUES,
+                        help="TOML file of known issues with upstream links (default: normfuzz's own "
+                             "fuzz/known_issues.toml; 'none' for no file)")
     parser.add_argument("--no-minimize", action="store_true", help="keep each new bucket's first case unshrunk")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+DEFAULT_KNOWN_ISSUES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "known_issues.toml")
 
 
 def _validate_selection(args) -> None:
@@ -286,7 +291,8 @@ def _run_campaign(args: argparse.Namespace) -> int:
         cfg = CampaignConfig(out=out, ops=args.ops, modes=args.modes, runners=args.runners, plugins=args.runner,
                              dtypes=args.dtypes, regimes=args.regimes, budget_seconds=args.budget,
                              max_cases=args.cases, seed=args.seed, timeout=args.timeout, memory_mb=args.memory_mb,
-                             known_issues=args.known_issues, baseline=args.baseline,
+                             known_issues=None if args.known_issues == "none" else args.known_issues,
+                             baseline=args.baseline,
                              minimize=not args.no_minimize)
     show = _progress_printer(not args.quiet and sys.stderr.isatty())
     try:
