@@ -318,6 +318,34 @@ def _rp_abs(f: Forward, s: StatErrors) -> np.ndarray:
     return rp
 
 
+def _nonfinite_grad_inputs(f: Forward, *elementwise) -> np.ndarray:
+    """Mask (working view) of the gradient outputs that depend on a non-finite value.
+
+    A gradient at a non-finite input is undefined, and honest algorithms disagree there: with an
+    infinity in x, gamma, dy or a tangent the centering and the sums give +-inf or NaN depending on
+    their order and form (inf - inf), and an uncentered set's xhat = x * 0 = 0 makes
+    dgamma = sum(dy * xhat) finite where the closed form with NaN says NaN. Measured: the
+    calibration's honest implementations return +-inf, NaN and 0 at such elements. They are
+    unconstrained: any value agrees. The set rule applies: one non-finite value in x, in
+    gamma*dy or in the input tangent reaches the whole set through the statistics and the centering;
+    `elementwise` arrays (tangents of gamma/beta) reach only their own elements."""
+    x_bad = ~np.isfinite(f.x)
+    if f.gamma is not None:
+        x_bad = x_bad | ~np.isfinite(np.broadcast_to(f.gamma, f.x.shape))
+    m = np.zeros(f.x.shape, dtype=bool)
+    for a in elementwise[:1]:  # dy / tx: set-level
+        if a is not None:
+            x_bad = x_bad | ~np.isfinite(np.broadcast_to(np.asarray(a, dtype=EXT), f.x.shape))
+    if not f.stats_given:
+        m = np.broadcast_to(np.any(x_bad, axis=f.norm.axes, keepdims=True), f.x.shape) | x_bad
+    else:
+        m = x_bad
+    for a in elementwise[1:]:
+        if a is not None:
+            m = m | ~np.isfinite(np.broadcast_to(np.asarray(a, dtype=EXT), f.x.shape))
+    return m
+
+
 def vjp_bounds(f: Forward, dy: np.ndarray, p: Precision) -> dict[str, np.ndarray]:
     """Bounds for the VJP outputs: "x" (working view), "gamma_full"/"beta_full" pre-reduction parts
     are reduced by the caller with `param_grad_bounds`."""
@@ -350,7 +378,9 @@ def vjp_bounds(f: Forward, dy: np.ndarray, p: Precision) -> dict[str, np.ndarray
                 pre = e
             pre = pre + (n + 4) * p.eta_e
         out = {"x": _out(np.where(free, INF, pre), dx, p)}
-    return {k: _pin_nan(_zero_where_bad(f, b, grad=True), dx, free) for k, b in out.items()}
+    undefined = _nonfinite_grad_inputs(f, dy)
+    return {k: np.where(undefined, INF, _pin_nan(_zero_where_bad(f, b, grad=True), dx, free))
+            for k, b in out.items()}
 
 
 #: Absolute error of r' = -r**3 / 2 (or -r**2 / (2 sqrt v)) from underflow, in units of eta_e: the
@@ -411,7 +441,10 @@ def param_grad_bounds(f: Forward, dy: np.ndarray, p: Precision, work_shape: tupl
     free = _big(total, _limit(p, count + 2))
     if which == "gamma":
         free = free | (unbroadcast(np.broadcast_to(s.free_x, f.x.shape).astype(EXT), work_shape) > 0)
-    return _pin_nan(np.where(free, INF, b), value, free)
+    b = _pin_nan(np.where(free, INF, b), value, free)
+    # a sum over an element whose gradient inputs are not finite is undefined (see above)
+    undefined = unbroadcast(_nonfinite_grad_inputs(f, dy).astype(EXT), work_shape) > 0
+    return np.where(undefined, INF, b)
 
 
 def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision) -> np.ndarray:
@@ -455,7 +488,8 @@ def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision) -> np.ndarray:
             terms = terms + np.abs(np.asarray(tbeta, dtype=EXT))
         pre = pre + g(3, ue) * terms + (n + 4) * p.eta_e
         b = _out(np.where(free, INF, pre), ty, p)
-        return _pin_nan(_zero_where_bad(f, b, grad=True), ty, free)
+        undefined = _nonfinite_grad_inputs(f, tx, tgamma, tbeta)
+        return np.where(undefined, INF, _pin_nan(_zero_where_bad(f, b, grad=True), ty, free))
 
 
 def running_bound(old, old_bound, stat, stat_bound, weight: float, p: Precision) -> np.ndarray:
