@@ -913,7 +913,8 @@ class KerasRunner(_TFBase):
         params = [k for k in ("gamma", "beta", "weight") if k in ins and k in wvars]
         if kind == "jvp":
             params = [k for k in params if "t" + k in ins]
-        key = (mode, x0.ndim, tuple(sorted(ins)))
+        # the step count is part of the traced signature (a K=1 case after a K=3 one must not reuse it)
+        key = (mode, x0.ndim, tuple(sorted(ins)), ins["xs"].shape[0] if "xs" in ins else 1)
 
         def assign(w):
             for k, v in wvars.items():
@@ -1023,9 +1024,11 @@ def runners() -> list[Runner]:
 # ==================================================================================================
 # standalone scripts (`Runner.script`, used by fuzz.scripts): the code a TensorFlow/Keras user writes
 # for a case, mirroring what the runners above trace: the same ops in the same order, the same
-# fixed-signature tf.function (all dims unknown; Keras: the axes a layer is built for static), the
-# weights assigned inside the traced function, eps and the running-average weights fed as tensors.
-# Nothing here imports TensorFlow.
+# fixed-signature tf.function (all dims unknown; Keras: the axes a layer is built for static) with
+# the runner's argument structure and names (dicts i, w, s: TensorFlow names the graph's inputs after
+# them, and grappler's rewrites can depend on those names), the weights assigned inside the traced
+# function, eps and the running-average weights fed as tensors. Nothing here imports TensorFlow
+# (bfloat16 rounding uses ml_dtypes, TensorFlow's numpy bfloat16).
 
 _S_TF = {"float16": "tf.float16", "bfloat16": "tf.bfloat16", "float32": "tf.float32", "float64": "tf.float64"}
 
@@ -1074,8 +1077,9 @@ def _s_frame(case, *, keras: bool, check: Callable[[], None]) -> list[str]:
     normfuzz runs TensorFlow, and the helpers `tensor` and `to_numpy`."""
     check()
     lines = ["import os", "",
-             "# TF_ENABLE_ONEDNN_OPTS is left as the environment sets it, as normfuzz leaves it (unset: oneDNN CPU",
-             "# kernels on x86, TensorFlow's default); another setting selects other kernels, which round differently.",
+             "# TF_ENABLE_ONEDNN_OPTS is left as the environment sets it, as normfuzz leaves it (unset: oneDNN",
+             "# CPU kernels on x86, TensorFlow's default); another setting selects other kernels, which can",
+             "# round differently.",
              'os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # quiet TensorFlow\'s C++ logging (set before the import)']
     if keras:
         lines.append('os.environ["KERAS_BACKEND"] = "tensorflow"  # Keras 3 on TensorFlow, as normfuzz runs it')
@@ -1106,17 +1110,36 @@ def _s_frame(case, *, keras: bool, check: Callable[[], None]) -> list[str]:
     return lines
 
 
-def _s_function(name: str, params: list[tuple[str, str]], body: list[str], note: str) -> list[str]:
-    """A `tf.function` with a fixed input signature: `params` (argument, TensorSpec source)."""
+def _s_function(name: str, params: list[tuple[str, Any, str]], body: list[str], note: str) -> list[str]:
+    """A `tf.function` with a fixed input signature: `params` (argument, TensorSpec source or, for a
+    dict argument, a mapping key -> TensorSpec source, comment)."""
     out = ["", ""] + [f"# {ln}" for ln in note.split("\n")] + ["@tf.function(input_signature=["]
-    out += [f"    {spec},  # {arg}" for arg, spec in params]
-    out += ["])", f"def {name}({', '.join(a for a, _ in params)}):"]
+    for arg, spec, comment in params:
+        if isinstance(spec, Mapping) and not spec:
+            out.append(f"    {{}},  # {arg}: {comment} (none)")
+        elif isinstance(spec, Mapping):
+            out.append(f"    {{  # {arg}: {comment}")
+            out += [f'        "{k}": {v},' for k, v in sorted(spec.items())]  # the order TF flattens it in
+            out.append("    },")
+        else:
+            out.append(f"    {spec},  # {arg}" + (f": {comment}" if comment else ""))
+    out += ["])", f"def {name}({', '.join(a for a, _, _ in params)}):"]
     out += [("    " + ln) if ln else "" for ln in body]
     return out + ["", ""]
 
 
+_S_NAMES_NOTE = ("The arguments have the structure and names of normfuzz's: TensorFlow names the graph's inputs\n"
+                 "after them, and grappler's rewrites, which can reorder arithmetic, can depend on those names\n"
+                 "(renaming the inputs alone has changed last bits).")
 _S_NN_NOTE = ("A fixed input signature with unknown dims (rank and dtype only), as normfuzz traces it: the\n"
-              "graph, and with it the rounding, does not depend on the shapes seen when tracing.")
+              "graph, and with it the rounding, does not depend on the shapes seen when tracing.\n" + _S_NAMES_NOTE)
+
+
+def _s_unpack(names: list[str], src: str) -> list[str]:
+    """`a, b = src["a"], src["b"]` (nothing for no names)."""
+    if not names:
+        return []
+    return [f"{', '.join(names)} = " + ", ".join(f'{src}["{n}"]' for n in names)]
 
 
 def _s_list(v) -> str:
@@ -1250,7 +1273,8 @@ def _s_call_outputs(fn: str, args: list[str]) -> list[str]:
 
 
 def _s_nn(runner: "TFNNRunner", case) -> str:
-    """tf.nn composed as TFNNRunner.run traces it."""
+    """tf.nn composed as TFNNRunner.run traces it: a tf.function of (i: the case's inputs, eps[, s:
+    the running-average weights]), traced with unknown dims."""
     op, mode, dt = case.op, case.mode, case.dtype
     ins = case.inputs
 
@@ -1268,40 +1292,36 @@ def _s_nn(runner: "TFNNRunner", case) -> str:
 
     lines = _s_frame(case, keras=False, check=check)
     tdt = _S_TF[dt]
-    eps = _s_eps_nn(case)
-    spec = {k: _s_unknown(a.ndim, dt) for k, a in ins.items()}
-    for k in ins:
-        if k == "xs":
-            lines.append(f'xs = tf.unstack(tensor("xs", {tdt}))  # one batch per training step')
-        else:
-            lines.append(f'{k} = tensor("{k}", {tdt})')
-    lines.append(f"eps = {_s_const(eps, dt, 'eps', 'a tensor argument, as normfuzz feeds it')}")
+    lines.append(f"i = {{name: tensor(name, {tdt}) for name in inputs}}  # the case's inputs as tensors")
+    spec: dict[str, str] = {k: _s_unknown(a.ndim, dt) for k, a in ins.items()}
+    if "xs" in ins:
+        lines.append('i["xs"] = tf.unstack(i["xs"])  # a list, one batch per training step (unrolled in the graph)')
+        spec["xs"] = f"[{_s_unknown(ins['xs'].ndim - 1, dt)}] * {ins['xs'].shape[0]}"
+    lines.append(f"eps = {_s_const(_s_eps_nn(case), dt, 'eps', 'a tensor argument, as normfuzz feeds it')}")
+    params: list[tuple[str, Any, str]] = [("i", spec, "the case's inputs"), ("eps", _s_spec([], dt), "")]
     has = {k for k in ("gamma", "beta") if k in ins}
     pnames = [k for k in ("gamma", "beta") if k in ins]
-    eps_spec = ("eps", _s_spec([], dt))
-    if op != "batch_norm":
-        cfg = {k: v for k, v in case.attrs.items() if k != "eps"}
-        nd = ins["x"].ndim
-        params = [(k, spec[k]) for k in ["x"] + pnames]
-        if mode == "forward":
-            body = _s_nn_forward(op, cfg, nd, has)
-            body.append('return {"y": y, **stats}' if _NN_STATS[op] else 'return {"y": y}')
-        elif mode == "vjp":
-            params.append(("dy", spec["dy"]))
-            body = _s_grad("vjp", ["x"] + pnames, _s_nn_forward(op, cfg, nd, has, stats=False))
-        else:
-            moving = [k for k in ["x"] + pnames if "t" + k in ins]
-            params += [("t" + k, spec["t" + k]) for k in moving]
-            body = _s_grad("jvp", moving, _s_nn_forward(op, cfg, nd, has, stats=False))
-        params.append(eps_spec)
-        fn = op if mode == "forward" else f"{op}_{mode}"
-        lines += _s_function(fn, params, body, _S_NN_NOTE)
-        lines += _s_call_outputs(fn, [p for p, _ in params])
-        return "\n".join(lines) + "\n"
-    return _s_nn_bn(case, lines, spec, pnames, has, eps_spec)
+    if op == "batch_norm":
+        return _s_nn_bn(case, lines, params, pnames, has)
+    cfg = {k: v for k, v in case.attrs.items() if k != "eps"}
+    nd = ins["x"].ndim
+    if mode == "forward":
+        body = _s_unpack(["x"] + pnames, "i") + _s_nn_forward(op, cfg, nd, has)
+        body.append('return {"y": y, **stats}' if _NN_STATS[op] else 'return {"y": y}')
+    elif mode == "vjp":
+        body = _s_unpack(["x"] + pnames + ["dy"], "i")
+        body += _s_grad("vjp", ["x"] + pnames, _s_nn_forward(op, cfg, nd, has, stats=False))
+    else:
+        moving = [k for k in ["x"] + pnames if "t" + k in ins]
+        body = _s_unpack(["x"] + pnames + ["t" + k for k in moving], "i")
+        body += _s_grad("jvp", moving, _s_nn_forward(op, cfg, nd, has, stats=False))
+    fn = op if mode == "forward" else f"{op}_{mode}"
+    lines += _s_function(fn, params, body, _S_NN_NOTE)
+    lines += _s_call_outputs(fn, [p for p, _, _ in params])
+    return "\n".join(lines) + "\n"
 
 
-def _s_nn_bn(case, lines, spec, pnames, has, eps_spec) -> str:
+def _s_nn_bn(case, lines, params, pnames, has) -> str:
     """batch_norm with tf.nn ops, as TFNNRunner._batch_norm traces it."""
     mode, dt, ins = case.mode, case.dtype, case.inputs
     a = _bn_attrs(case.attrs)
@@ -1309,26 +1329,21 @@ def _s_nn_bn(case, lines, spec, pnames, has, eps_spec) -> str:
     sdt = _stat_dtype(dt)
     stdt = _S_TF[sdt]
     running = ["running_mean", "running_var"] if "running_mean" in ins else []
+    fn = "batch_norm" if mode == "inference" else "batch_norm_" + mode
     if mode == "inference":
-        params = [(k, spec[k]) for k in ["x"] + pnames + running] + [eps_spec]
-        body = _s_nn_forward("batch_norm", cfg, ins["x"].ndim, has, given=("running_mean", "running_var"))
+        body = _s_unpack(["x"] + pnames + ["running_mean", "running_var"], "i")
+        body += _s_nn_forward("batch_norm", cfg, ins["x"].ndim, has, given=("running_mean", "running_var"))
         body.append('return {"y": y}')
-        lines += _s_function("batch_norm", params, body, _S_NN_NOTE)
-        lines += _s_call_outputs("batch_norm", [p for p, _ in params])
-        return "\n".join(lines) + "\n"
-    if mode in ("training", "training_steps"):
+    elif mode in ("training", "training_steps"):
         steps = mode == "training_steps"
         x0 = ins["xs"][0] if steps else ins["x"]
         nd = x0.ndim
-        axes, _ = _bn_reduce(nd, a["layout"])
-        n = _count(x0.shape, axes)
+        n = _count(x0.shape, _bn_reduce(nd, a["layout"])[0])
         k_steps = ins["xs"].shape[0] if steps else 1
         nbt = int(a["num_batches_tracked"])
         ws = [_batch_weight(a["momentum"], a["momentum_on"], nbt + k) for k in range(k_steps)]
         unbiased = bool(running) and a["running_var_estimator"] == "unbiased"
         factor = n / (n - 1) if unbiased else 1.0
-        xspec = (f"[{_s_unknown(nd, dt)}] * {k_steps}" if steps else spec["x"])
-        params = [("xs" if steps else "x", xspec)] + [(k, spec[k]) for k in pnames + running] + [eps_spec]
         if running:
             m, on = a["momentum"], a["momentum_on"]
             if m is None:
@@ -1338,19 +1353,23 @@ def _s_nn_bn(case, lines, spec, pnames, has, eps_spec) -> str:
             else:
                 how = f"momentum={m!r} weighting the running statistic: 1 - {m!r}"
             lines += ["# Running averages by ExponentialMovingAverage's update v -= (v - batch) * w (decay = 1 - w),",
-                      f"# w from {how}."]
-            lines.append(f"w = tf.constant([{', '.join(_s_lit(w) for w in ws)}], {stdt})  # one weight per step")
-            if unbiased:
-                lines.append(f"# The running variance takes the unbiased batch variance: var * n/(n-1), n = {n}.")
-            lines.append(f"factor = {_s_const(factor, sdt, 'factor')}")
-            params += [("w", _s_spec([None], sdt)), ("factor", _s_spec([], sdt))]
+                      f"# w from {how};",
+                      f"# factor n/(n-1) (n = {n}) makes the running variance unbiased." if unbiased else
+                      "# factor 1: the running variance takes the biased batch variance."]
+        else:
+            lines.append("# The running-average weights, fed as normfuzz feeds them (unused: no running statistics).")
+        lines += [f"w = tf.constant([{', '.join(_s_lit(w) for w in ws)}], {stdt})  # one weight per step",
+                  f"factor = {_s_const(factor, sdt, 'factor')}",
+                  's = {"w": w, "factor": factor}']
+        params.append(("s", {"w": _s_spec([None], sdt), "factor": _s_spec([], sdt)}, "the running-average weights"))
         fwd = _s_nn_forward("batch_norm", cfg, nd, has)
         update = []
         if running:
             update = [f"running_mean = running_mean - (running_mean - tf.cast(mean, {stdt})) * w[{{k}}]",
                       f"running_var = running_var - (running_var - tf.cast(variance, {stdt}) * factor) * w[{{k}}]"]
-        body = []
+        body = _s_unpack(["xs" if steps else "x"] + pnames + running, "i")
         if running:
+            body += _s_unpack(["w", "factor"], "s")
             body += [f"running_mean = tf.cast(running_mean, {stdt})  # running statistics in {sdt}",
                      f"running_var = tf.cast(running_var, {stdt})"]
         if not steps:
@@ -1363,28 +1382,23 @@ def _s_nn_bn(case, lines, spec, pnames, has, eps_spec) -> str:
         else:
             names = ["y", "mean", "var"] + (["running_mean", "running_var"] if running else [])
             body.append("out = {" + ", ".join(f'"{nm}": []' for nm in names) + "}")
-            body.append("for k, x in enumerate(xs):  # one training step per batch, unrolled in the graph")
+            body.append("for k, x in enumerate(xs):  # one training step per batch")
             body += ["    " + ln for ln in fwd + [u.format(k="k") for u in update]]
             vals = ["y", "mean", "variance"] + (["running_mean", "running_var"] if running else [])
             body += [f'    out["{nm}"].append({v})' for nm, v in zip(names, vals)]
             body.append("return {name: tf.stack(values) for name, values in out.items()}")
-        lines += _s_function("batch_norm_" + mode, params, body, _S_NN_NOTE)
-        lines += _s_call_outputs("batch_norm_" + mode, [p for p, _ in params])
-        return "\n".join(lines) + "\n"
-    state, kind = mode.split("_")
-    given = ("running_mean", "running_var") if state == "inference" else None
-    fwd = _s_nn_forward("batch_norm", cfg, ins["x"].ndim, has, given=given, stats=False)
-    params = [(k, spec[k]) for k in ["x"] + pnames + (running if given else [])]
-    if kind == "vjp":
-        params.append(("dy", spec["dy"]))
-        body = _s_grad("vjp", ["x"] + pnames, fwd)
     else:
-        moving = [k for k in ["x"] + pnames if "t" + k in ins]
-        params += [("t" + k, spec["t" + k]) for k in moving]
-        body = _s_grad("jvp", moving, fwd)
-    params.append(eps_spec)
-    lines += _s_function("batch_norm_" + mode, params, body, _S_NN_NOTE)
-    lines += _s_call_outputs("batch_norm_" + mode, [p for p, _ in params])
+        state, kind = mode.split("_")
+        given = ("running_mean", "running_var") if state == "inference" else None
+        fwd = _s_nn_forward("batch_norm", cfg, ins["x"].ndim, has, given=given, stats=False)
+        stats = ["running_mean", "running_var"] if given else []
+        if kind == "vjp":
+            body = _s_unpack(["x"] + pnames + stats + ["dy"], "i") + _s_grad("vjp", ["x"] + pnames, fwd)
+        else:
+            moving = [k for k in ["x"] + pnames if "t" + k in ins]
+            body = _s_unpack(["x"] + pnames + stats + ["t" + k for k in moving], "i") + _s_grad("jvp", moving, fwd)
+    lines += _s_function(fn, params, body, _S_NN_NOTE)
+    lines += _s_call_outputs(fn, [p for p, _, _ in params])
     return "\n".join(lines) + "\n"
 
 
@@ -1495,8 +1509,6 @@ def _s_fused(runner: "FusedBatchNormRunner", case) -> str:
 
 _S_KERAS_CLS = {"bn": "BatchNormalization", "ln": "LayerNormalization", "gn": "GroupNormalization",
                 "rms": "RMSNormalization", "unit": "UnitNormalization"}
-_S_KERAS_NOTE = ("A fixed input signature as normfuzz traces it: dims unknown except the axes the layer is\n"
-                 "built for; the weights are arguments, assigned to the layer inside the traced function.")
 
 
 def _s_kwarg(v) -> str:
@@ -1510,7 +1522,8 @@ def _s_kwarg(v) -> str:
 
 
 def _s_keras(runner: "KerasRunner", case) -> str:
-    """The Keras 3 layer, built, its weights assigned and called in a tf.function, as KerasRunner.run."""
+    """The Keras 3 layer, built, its weights assigned and called in a tf.function of (w: the
+    weights, i: the data), as KerasRunner.run traces it."""
     op, mode, dt, ins = case.op, case.mode, case.dtype, case.inputs
     steps = mode == "training_steps"
     x0 = ins["xs"][0] if steps else ins["x"]
@@ -1552,23 +1565,28 @@ def _s_keras(runner: "KerasRunner", case) -> str:
               "running_var": True, "weight": True}
     wvars = {k: attr for k, attr in wmap.items() if exists[k]}
     init = {"gamma": "ones", "beta": "zeros", "weight": "ones", "running_mean": "zeros", "running_var": "ones"}
-    nw = {"bn": 1, "gn": 1}.get(layer_kind)
-    for k, attr in wvars.items():
-        if k in ins:
-            lines.append(f'{k} = tensor("{k}", {tdt})')
-        else:
-            lines.append(f"{k} = tf.{init[k]}(layer.{attr}.shape, {tdt})  # not in the case: Keras' initial value")
-    data = [k for k in ins if k not in wvars]
-    for k in (["xs"] if steps else data):
-        lines.append(f'xs = tf.unstack(tensor("xs", {tdt}))  # one batch per training step' if k == "xs"
-                     else f'{k} = tensor("{k}", {tdt})')
-    wndim = {k: (ins[k].ndim if k in ins else (nw or len(kw["axis"]))) for k in wvars}
-    params = [(k, _s_unknown(wndim[k], dt)) for k in wvars]
-    if steps:
-        params.append(("xs", f"[{_s_spec(bshape, dt)}] * {ins['xs'].shape[0]}"))
+    if wvars:
+        lines.append("w = {  # the layer's weights: the case's, or Keras' initial values")
+        for k, attr in wvars.items():
+            lines.append(f'    "{k}": tensor("{k}", {tdt}),' if k in ins else
+                         f'    "{k}": tf.{init[k]}(layer.{attr}.shape, {tdt}),  # not in the case')
+        lines.append("}")
     else:
-        params += [(k, _s_spec(bshape, dt) if k in ("x", "dy", "tx") else _s_unknown(ins[k].ndim, dt)) for k in data]
-    body = [f"layer.{attr}.assign({k})" for k, attr in wvars.items()]
+        lines.append("w = {}  # the layer has no weights")
+    nw = {"bn": 1, "gn": 1}.get(layer_kind)
+    wndim = {k: (ins[k].ndim if k in ins else (nw or len(kw["axis"]))) for k in wvars}
+    wspec = {k: _s_unknown(wndim[k], dt) for k in wvars}
+    data = [k for k in ins if k not in wvars]
+    if steps:
+        lines.append(f'xs = tf.unstack(tensor("xs", {tdt}))  # a list, one batch per training step')
+        params = [("w", wspec, "the weights"),
+                  ("xs", f"[{_s_spec(bshape, dt)}] * {ins['xs'].shape[0]}", "one batch per step")]
+    else:
+        lines.append(f"i = {{name: tensor(name, {tdt}) for name in {tuple(data)!r}}}  # the data".replace("'", '"'))
+        params = [("w", wspec, "the weights"),
+                  ("i", {k: (_s_spec(bshape, dt) if k in ("x", "dy", "tx") else _s_unknown(ins[k].ndim, dt))
+                         for k in data}, "the data")]
+    body = [f'layer.{attr}.assign(w["{k}"])' for k, attr in wvars.items()]
     call = f"layer(x, training={training})" if bn else "layer(x)"
     if steps:
         body += ['out = {"y": [], "running_mean": [], "running_var": []}',
@@ -1578,6 +1596,7 @@ def _s_keras(runner: "KerasRunner", case) -> str:
                  '    out["running_var"].append(tf.convert_to_tensor(layer.moving_variance))',
                  "return {name: tf.stack(values) for name, values in out.items()}"]
     elif kind == "forward":
+        body += _s_unpack(["x"], "i")
         if has_running and training:
             body += [f"y = {call}",
                      'return {"y": y, "running_mean": tf.convert_to_tensor(layer.moving_mean),',
@@ -1588,12 +1607,16 @@ def _s_keras(runner: "KerasRunner", case) -> str:
         pnames = [k for k in ("gamma", "beta", "weight") if k in ins and k in wvars]
         if kind == "jvp":
             pnames = [k for k in pnames if "t" + k in ins]
+            body += _s_unpack(["x", "tx"] + ["t" + k for k in pnames], "i")
+        else:
+            body += _s_unpack(["x", "dy"], "i")
         sources = ["x"] + [f"layer.{wvars[k]}.value" for k in pnames]
         body += _s_grad(kind, ["x"] + pnames, [f"y = {call}"], sources=sources, watch=["x"])
-    note = _S_KERAS_NOTE if wvars else ("A fixed input signature as normfuzz traces it: dims unknown except the axes\n"
-                                         "the layer is built for (this layer has no weights).")
-    lines += _s_function("run", params, body, note)
-    out = _s_call_outputs("run", [p for p, _ in params])
+    lead = ("A fixed input signature as normfuzz traces it: dims unknown except the axes the layer is\n"
+            "built for; " + ("the weights are arguments, assigned inside the traced function.\n" if wvars else
+                             "the layer has no weights.\n"))
+    lines += _s_function("run", params, body, lead + _S_NAMES_NOTE)
+    out = _s_call_outputs("run", [p for p, _, _ in params])
     if layer_kind == "unit" and dt == "float16":
         out = ["with np.errstate(over=\"ignore\"):  # tracing: Keras' float16 constant 1/1e-12 overflows to inf"] + \
               ["    " + ln for ln in out]

@@ -566,3 +566,15 @@ def test_unit_normalization_conventions(rs, tf, keras):
     with np.errstate(over="ignore"):
         y = keras.layers.UnitNormalization(dtype="float16")(tf.constant([[300.0, 400.0]], tf.float16))
     np.testing.assert_array_equal(np.asarray(y, dtype=np.float32), [[0.0, 0.0]])
+
+
+def test_keras_training_steps_of_different_lengths_share_nothing_stale(rs):
+    """Regression: the Keras runner's trace cache once left out the step count, so a K=1
+    training_steps case after a K=3 one on the same layer config reused the 3-step signature and
+    raised a false TypeError (found by the TF script tests)."""
+    a = {"eps": 1e-3, "layout": "channels_first", "momentum": 0.9, "momentum_on": "running",
+         "running_var_estimator": "biased"}
+    r = rs["keras"]
+    for steps in (3, 1, 2):
+        case = tf_cases.make("batch_norm", "training_steps", "float32", (4, 3), a, steps=steps)
+        harness.assert_agrees(r, case)
