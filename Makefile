@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(VPY)
 	$(VPY) -m pip install -c $(CONSTRAINTS) -e '.[all,test]'
 	touch $@
 
+# The report tests (tests/reports/test_browser.py) render a campaign's HTML report in headless
+# Chromium: Debian's `chromium` package is installed here when missing (CI runs as root; elsewhere run
+# `sudo apt-get install chromium` once). NORMFUZZ_REQUIRE_BROWSER=1 makes a missing browser fail those
+# tests instead of skipping them.
 test: venv
-	$(VPY) -m pytest -q $(PYTEST_ARGS)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	NORMFUZZ_REQUIRE_BROWSER=1 $(VPY) -m pytest -q $(PYTEST_ARGS)
 
 # The main job: a short campaign on the three backends, writing runs/demo/report.html and
 # runs/demo/summary.json. Exit status 1 of `normfuzz campaign` means "new buckets found", which is

@@ -71,6 +71,16 @@ class _Found(Exception):
 _BUCKET_EXC: dict[str, type] = {}
 
 
+class _Abort(BaseException):
+    """Carries a StoreError (full disk, read-only folder, locked database) out of a Hypothesis run
+    at once: not an Exception, so Hypothesis does not shrink it, which would only re-run cases
+    against a store that cannot take them (each waiting out the lock timeout)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _raise_for(key: str):
     """Raise the bucket's own exception class, always from this line: Hypothesis identifies a
     failure by exception type and location, so generation and shrinking must raise alike."""
@@ -85,7 +95,7 @@ class _State:
     findings: int = 0
     new_buckets: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
-    pending: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (spec, case)
+    pending: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)  # key -> (spec, case, outputs)
     target: str | None = None
     target_runner: str | None = None
     minimal: dict[str, Any] = field(default_factory=dict)             # key -> (case, finding)
@@ -101,6 +111,19 @@ def platform_info() -> dict[str, str]:
     return {"python": sys.version.split()[0], "implementation": platform.python_implementation(),
             "os": platform.platform(), "machine": platform.machine(), "numpy": np.__version__,
             "normfuzz": __version__, "cpus": str(os.cpu_count())}
+
+
+def checkpoint_state(store) -> dict[str, Any]:
+    """The state of a campaign's last checkpoint ({} if none), checked: StoreError if it is not
+    what `Campaign` writes (a damaged or edited database), before anything is resumed."""
+    from .store import StoreError
+
+    chk = store.progress()
+    chk = {} if chk is None else chk
+    if not (isinstance(chk, dict) and all(type(chk.get(k, 0)) in (int, float) for k in ("round", "cases", "elapsed"))):
+        raise StoreError(f"{store.path}: the checkpoint {json.dumps(chk)[:200]} is damaged (expected numbers "
+                         f"round, cases and elapsed); nothing was resumed")
+    return chk
 
 
 class Campaign:
@@ -199,7 +222,7 @@ class Campaign:
         self.state.findings += 1
         if is_new:
             self.state.new_buckets.append(key)
-            self.state.pending[key] = (spec, case)
+            self.state.pending[key] = (spec, case, outcome.outputs)
         self.state.seen.add(key)
         return key
 
@@ -244,6 +267,15 @@ class Campaign:
             st.minimal[key] = (case_, finding, res)
             _raise_for(key)
 
+    def _test_or_abort(self, spec) -> None:
+        """`_test`, with a StoreError raised as `_Abort` (see there)."""
+        from .store import StoreError
+
+        try:
+            self._test(spec)
+        except StoreError as exc:
+            raise _Abort(exc) from None
+
     def _materialize(self, spec):
         from .strategies import materialize
 
@@ -285,13 +317,15 @@ class Campaign:
         got = self.state.minimal.pop(key, None)
         self.state.pending.pop(key, None)
         if got is not None:
-            case, finding, _ = got
-            self.store.set_minimal(key, case, ratio=finding.max_ratio, explanation=finding.explanation)
+            case, finding, res = got  # res: (outcome, verdict) of the bucket's runner on the case
+            self.store.set_minimal(key, case, ratio=finding.max_ratio, explanation=finding.explanation,
+                                   outputs=res[0].outputs if res is not None else None)
 
     # ------------------------------------------------------------------ rounds
 
     def _round(self, r: int) -> None:
         from hypothesis import HealthCheck, Phase, given, seed, settings
+        from hypothesis.errors import FlakyFailure
 
         from .strategies import case_specs
 
@@ -301,40 +335,54 @@ class Campaign:
         test = settings(max_examples=EXAMPLES_PER_ROUND, database=None, deadline=None, derandomize=False,
                         phases=[Phase.generate, Phase.target, Phase.shrink], report_multiple_bugs=False,
                         suppress_health_check=list(HealthCheck), print_blob=False)(
-            seed(self.cfg.seed * 1_000_003 + r)(given(strategy)(self._test)))
+            seed(self.cfg.seed * 1_000_003 + r)(given(strategy)(self._test_or_abort)))
         try:
             test()
         except _Found as e:
             self._finish_minimal(type(e).key)
+        except _Abort as e:
+            raise e.error from None
+        except FlakyFailure as e:
+            # A bucket's failure did not happen again when Hypothesis replayed its case (a runner
+            # whose failures depend on its history: a leak, corrupted state): not shrinkable. The
+            # round ends; the loop below keeps the bucket's first case as its reproducer.
+            if e.split(_Found)[1] is not None:
+                raise
         finally:
             self.state.target = self.state.target_runner = None
         # buckets opened alongside another one in the same case were not shrunk: keep their case
         for key in list(self.state.pending):
-            spec, case = self.state.pending.pop(key)
-            got = self.state.minimal.pop(key, None)
+            spec, case, outputs = self.state.pending.pop(key)
+            got = self.state.minimal.get(key)  # (_finish_minimal pops it)
             if got is None:
-                self.store.set_minimal(key, case)
+                self.store.set_minimal(key, case, outputs=outputs)
             else:
                 self._finish_minimal(key)
 
     def run(self) -> dict[str, Any]:
         """Run until the budget is spent or Ctrl-C; everything found is kept. Returns the summary."""
-        from .store import Store
+        from .store import Store, StoreError
 
         self.runners = self._select_runners()
         if not self.runners:
             raise CampaignConfigError(f"no selected runner is available: {self.unavailable}")
-        self.out.mkdir(parents=True, exist_ok=True)
+        # (Store.create makes the folder, and says clearly why when it cannot)
         info = {"config": self.cfg.to_dict(), "seed": self.cfg.seed, "platform": platform_info(),
                 "runners": sorted(self.runners), "unavailable": dict(self.unavailable)}
         start_round = 0
         if self.resume:
             self.store = Store.open(self.out)
-            chk = self.store.resume() or {}
+            try:
+                chk = checkpoint_state(self.store)
+            except StoreError:
+                self.store.close()
+                raise
+            self.store.resume()
             start_round = int(chk.get("round", -1)) + 1
             self.state.cases = int(chk.get("cases", 0))
             self.state.elapsed_before = float(chk.get("elapsed", 0.0))
             self.state.seen = set(self.store.bucket_keys())
+            self._keep_first_cases()  # buckets opened just before the kill
         else:
             self.store = Store.create(self.out, info)
         status = "finished"
@@ -355,9 +403,20 @@ class Campaign:
         summary = self._conclude(status)
         return summary
 
+    def _keep_first_cases(self) -> None:
+        """Give each bucket found in this campaign that has no reproducer yet (the campaign was
+        killed or interrupted between its first finding and the end of its round) the case of its
+        first finding, stored with that finding, so that every bucket can be reproduced."""
+        for b in self.store.buckets():
+            if b["count"] and not b["min_case_id"]:
+                first = self.store.findings(b["key"], limit=1)
+                if first:
+                    self.store.set_minimal(b["key"], self.store.case(first[0]["case_id"]))
+
     def _conclude(self, status: str) -> dict[str, Any]:
         from .baseline import apply_baseline, apply_known_issues
 
+        self._keep_first_cases()  # buckets opened in a round that Ctrl-C cut short
         warnings = []
         if self.cfg.known_issues:
             warnings += apply_known_issues(self.store, self.cfg.known_issues)
@@ -381,4 +440,10 @@ class Campaign:
             from reports import write_report
         except ImportError:
             return
-        write_report(self.out, self.out / "report.html")
+        from .store import StoreError
+
+        try:
+            write_report(self.out, self.out / "report.html")
+        except OSError as exc:  # a full disk or read-only folder is the environment's failure, not a bug
+            raise StoreError(f"{self.out / 'report.html'}: cannot write the report ({exc.strerror or exc}); "
+                             f"the findings are stored") from None

@@ -143,7 +143,7 @@ def _run_backends(args: argparse.Namespace) -> int:
     try:
         found = discover(args.runner, broken=broken)
     except RunnerSpecError as exc:
-        raise CommandError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     rows = [dict(_runner_listing(r), factory=spec) for spec, r in
             sorted(found.values(), key=lambda sr: sr[1].id)]
     out = sys.stdout
@@ -199,6 +199,26 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not (0 < v < float("inf")):
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: expected a positive number such as 60 or 0.5")
+    return v
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected an integer >= 0")
+    return v
+
+
 def _csv(text: str) -> list[str]:
     return [p for p in (x.strip() for x in text.split(",")) if p]
 
@@ -215,8 +235,9 @@ def _configure_campaign(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", type=_csv, default=[], metavar="DTYPE,..", help="formats (default: all)")
     parser.add_argument("--regimes", type=_csv, default=[], metavar="REGIME,..", help="value regimes (default mix)")
     parser.add_argument("--seed", type=int, default=0, help="campaign seed (same seed, same cases)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds a case may take in a worker")
-    parser.add_argument("--memory-mb", type=int, default=4096, help="resident memory limit per worker")
+    parser.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds a case may take in a worker")
+    parser.add_argument("--memory-mb", type=_nonnegative_int, default=4096,
+                        help="resident memory limit per worker in MiB (0: no limit)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted campaign in --out")
     parser.add_argument("--baseline", metavar="DIR", help="previous campaign: mark buckets new/recurring/fixed")
     parser.add_argument("--known-issues", metavar="FILE", default=DEFAULT_KNOWN_ISSUES,
@@ -265,22 +286,69 @@ def _progress_printer(enabled: bool):
     return show
 
 
+def _resumed_config(stored: object, out: str):
+    """The CampaignConfig stored with a campaign, to continue it in `out` (where its folder is now,
+    which need not be where it was made). StoreError when the stored configuration does not fit
+    CampaignConfig (a damaged or edited database)."""
+    import types
+    import typing
+
+    from .campaign import CampaignConfig
+    from .store import StoreError
+
+    hints = typing.get_type_hints(CampaignConfig)
+
+    def fits(value: object, hint: object) -> bool:
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            return any(fits(value, h) for h in typing.get_args(hint))
+        if typing.get_origin(hint) is list:
+            return isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if hint is type(None):
+            return value is None
+        if hint is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if hint is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, hint)
+
+    if not isinstance(stored, dict):
+        raise StoreError(f"the stored campaign configuration is a {type(stored).__name__}, not an object")
+    kept = {k: v for k, v in stored.items() if k in hints and k != "out"}
+    bad = [f"{k}={v!r}" for k, v in kept.items() if not fits(v, hints[k])]
+    if bad:
+        raise StoreError(f"the stored campaign configuration is damaged: {', '.join(bad)[:300]}")
+    return CampaignConfig(out=out, **kept)
+
+
+#: campaign options stored with the campaign, which --resume keeps (giving them is a usage error)
+_STORED_SETTINGS = ("ops", "modes", "runners", "runner", "dtypes", "regimes", "seed", "timeout", "memory_mb",
+                    "known_issues", "baseline", "no_minimize")
+
+
 def _run_campaign(args: argparse.Namespace) -> int:
     _validate_selection(args)
     if args.budget is None and args.cases is None and not args.resume:
         raise UsageError("give a budget: --budget DURATION and/or --cases N")
-    from .campaign import Campaign, CampaignConfig
+    from .campaign import Campaign, CampaignConfig, checkpoint_state
     from .runners import RunnerSpecError
 
     out = args.out
     if args.resume:
         from .store import Store, StoreError
 
+        fresh = build_parser().parse_args(["campaign", "--out", out])
+        given = [name for name in _STORED_SETTINGS if getattr(args, name) != getattr(fresh, name)]
+        if given:
+            raise UsageError(f"--resume continues the campaign in {out} with its stored configuration: "
+                             f"{', '.join('--' + n.replace('_', '-') for n in given)} cannot be given with it "
+                             f"(only --budget and --cases)")
+
         try:
-            prev = Store.open(out, readonly=True).campaign()
+            with Store.open(out, readonly=True) as prev:
+                cfg = _resumed_config(prev.campaign()["config"], out)
+                checkpoint_state(prev)
         except StoreError as exc:
             raise CommandError(f"cannot resume {out}: {exc}") from exc
-        cfg = CampaignConfig(**{k: v for k, v in prev["config"].items() if k in CampaignConfig.__dataclass_fields__})
         if args.budget is not None:
             cfg.budget_seconds = args.budget
         if args.cases is not None:
@@ -342,8 +410,24 @@ def _configure_repro(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runner", action="append", default=[], metavar="MODULE:FACTORY",
                         help="load a plug-in runner factory (repeatable)")
     parser.add_argument("--emit-script", metavar="DIR", help="write a standalone script per runner into DIR")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds the case may take")
+    parser.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds the case may take")
     parser.add_argument("--json", action="store_true", help="print the result rows as JSON")
+
+
+def _refuse_unrunnable(case, source: str = "") -> None:
+    """Refuse (CommandError), before any runner sees it, a case that no campaign generates: one the
+    oracle rejects for anything but the values of one of its input arrays. A negative running_var is
+    a fuzz case (does the framework refuse it?); an unknown op or mode, a missing or unknown input or
+    attr, an attr of the wrong type or an impossible shape is a malformed file, which runners are not
+    written to survive."""
+    from oracles.errormodel import Precision
+
+    from .compare import reference
+
+    rejection = reference(case, Precision.of(case.dtype)).rejection
+    if rejection is not None and rejection.parameter not in case.inputs:
+        raise CommandError(f"{source + ': ' if source else ''}case {case.id} ({case.summary()}) is not a case "
+                           f"normfuzz can run: the oracle rejects it ({rejection}); nothing was run")
 
 
 def _resolve_target(target: str):
@@ -373,6 +457,8 @@ def _resolve_target(target: str):
         if not b.get("min_case_id"):
             raise CommandError(f"bucket {ident} has no stored case to reproduce")
         return store.case(b["min_case_id"]), b
+    except (StoreError, KeyError) as exc:  # a damaged or edited database
+        raise CommandError(f"cannot reproduce {target}: {exc.args[0] if isinstance(exc, KeyError) else exc}") from exc
     finally:
         store.close()
 
@@ -386,6 +472,7 @@ def _run_repro(args: argparse.Namespace) -> int:
     from .triage import judge
 
     case, bucket = _resolve_target(args.target)
+    _refuse_unrunnable(case, args.target)
     try:
         found = discover(args.runner, broken={})
     except RunnerSpecError as exc:
@@ -462,6 +549,10 @@ def _run_selftest(args: argparse.Namespace) -> int:
     bad = [v for v in args.variants if v not in names]
     if bad:
         raise UsageError(f"unknown variant(s) {', '.join(bad)}: choose from {', '.join(sorted(names))}")
+    ops = sorted({v.op for v in bugzoo.VARIANTS})
+    bad = [op for op in args.ops if op not in ops]
+    if bad:
+        raise UsageError(f"unknown op(s) {', '.join(bad)}: choose from {', '.join(ops)}")
     w = sys.stdout.write
     w(f"{'variant':<34} {'op':<14} {'detected':<9} {'cases':>6} {'seconds':>8}\n")
 
@@ -481,6 +572,37 @@ def _run_selftest(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if missed else EXIT_OK
 
 # --------------------------------------------------------------------------------------------------
+# report
+
+
+def _configure_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the campaign folder (holding findings.sqlite)")
+    parser.add_argument("--compare", metavar="PREV_RUN_DIR",
+                        help="another campaign: bucket statuses new/known/recurring/fixed against its buckets")
+    parser.add_argument("--out", metavar="FILE", help="the HTML file to write (default: RUN_DIR/report.html)")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from reports import write_report
+
+    from .store import StoreError, database_path
+
+    for what, folder in (("campaign", args.run_dir), ("compared campaign", args.compare)):
+        if folder is not None and not database_path(folder).exists():
+            raise CommandError(f"{folder}: no findings database here ({what} folder expected, holding "
+                               f"findings.sqlite)")
+    out = args.out or os.path.join(args.run_dir, "report.html")
+    try:
+        path = write_report(args.run_dir, out, compare=args.compare)
+    except StoreError as exc:
+        raise CommandError(str(exc)) from exc
+    except OSError as exc:
+        raise EnvironmentFailure(f"cannot write the report {out}: {exc.strerror or exc}") from exc
+    print(f"report: {path}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
 # The one place subcommands are registered (campaign, repro, selftest, report, backends go here).
 
 COMMANDS: tuple[Command, ...] = (
@@ -493,6 +615,8 @@ COMMANDS: tuple[Command, ...] = (
             _configure_repro, _run_repro),
     Command("selftest", "inject each bug-zoo variant as a runner and measure how fast it is caught",
             _configure_selftest, _run_selftest),
+    Command("report", "write a campaign's self-contained HTML report (optionally compared with another campaign)",
+            _configure_report, _run_report),
 )
 
 

@@ -45,7 +45,8 @@ outcomes(case_id, runner, status, error_type, error, detail, seconds, exit_code,
          max_ratio, worst_output, worst_index, nan_mismatches, verdict)
     The outcome behind each finding, with its verdict fields (worst_index is a JSON list; verdict
     the JSON of the whole verdict, `to_dict()`, when one was given). Primary key (case_id, runner).
-    Text fields are cut to 100,000 characters.
+    Text fields are cut to 100,000 characters; lone surrogates (not UTF-8) are stored as
+    backslash escapes.
 findings(id, campaign_id, case_id, runner, op, mode, dtype, regime, category, signature,
          explanation, max_ratio, details, bucket_key, created_at)
     Every finding, id autoincrement; details is JSON. UNIQUE (campaign_id, case_id, runner): a case
@@ -67,6 +68,12 @@ unsupported(runner, op, mode, dtype, reason, count)
 progress(id = 1, state, updated_at)
     The campaign's checkpoint for --resume: one row, the JSON state it gave `checkpoint()`;
     `Store.open(folder).resume()` returns it.
+outputs(case_id, runner, npz)
+    The runner's output arrays for a bucket's minimal reproducer (`set_minimal(..., outputs=)`), so
+    that a report can show them against the oracle without re-running the framework: npz is the
+    bytes of an uncompressed `.npz` (one `<name>.npy` member per output, written and read without
+    pickle). Outputs totalling more than `MAX_OUTPUT_BYTES` are not stored. Primary key
+    (case_id, runner); `outputs(case_id, runner)` reads them back.
 
 What is written when, and durability
 ------------------------------------
@@ -129,7 +136,7 @@ except ImportError:  # pragma: no cover - not on Linux
 __all__ = [
     "Store", "StoreError", "Recorded", "bucket_key", "parse_bucket_key", "platform_info",
     "database_path", "SCHEMA", "VERSION", "APPLICATION_ID", "DB_NAME", "SUMMARY_NAME",
-    "BUCKET_STATUSES", "CAMPAIGN_STATUSES",
+    "BUCKET_STATUSES", "CAMPAIGN_STATUSES", "MAX_OUTPUT_BYTES",
 ]
 
 SCHEMA = "normfuzz.findings"
@@ -147,6 +154,7 @@ COUNT_FIELDS = ("op", "mode", "runner", "dtype", "regime", "result")
 UNSUPPORTED_FIELDS = ("runner", "op", "mode", "dtype", "reason")
 
 MAX_TEXT = 100_000  # characters kept of an outcome's error/detail text and a finding's explanation
+MAX_OUTPUT_BYTES = 16 * 1024**2  # a minimal reproducer's outputs larger than this (in total) are not stored
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -262,8 +270,14 @@ _TABLES = (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         state TEXT NOT NULL,
         updated_at TEXT NOT NULL)""",
+    """CREATE TABLE outputs (
+        case_id TEXT NOT NULL REFERENCES cases(id),
+        runner TEXT NOT NULL,
+        npz BLOB NOT NULL,
+        PRIMARY KEY (case_id, runner))""",
 )
-_TABLE_NAMES = ("meta", "campaign", "cases", "outcomes", "buckets", "findings", "counts", "unsupported", "progress")
+_TABLE_NAMES = ("meta", "campaign", "cases", "outcomes", "buckets", "findings", "counts", "unsupported", "progress",
+                "outputs")
 
 _INSERT_CASE = ("INSERT INTO cases (id, op, mode, dtype, regime, summary, case_json) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING")
@@ -411,7 +425,11 @@ def _dumps(obj: Any, what: str) -> str:
 
 
 def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    try:
+        return None if text is None else json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:  # only a damaged or edited file holds bad JSON
+        raise StoreError(f"a stored JSON value does not load ({type(exc).__name__}: {exc}); the database is "
+                         f"damaged or was edited") from None
 
 
 def _strict_json(obj: Any) -> Any:
@@ -440,7 +458,11 @@ def _text(value: Any, what: str, *, limit: int = MAX_TEXT) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{what}={value!r}: expected a str")
     if len(value) > limit:
-        return value[:limit] + f" ... [{len(value) - limit} more characters cut by the store]"
+        value = value[:limit] + f" ... [{len(value) - limit} more characters cut by the store]"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (text decoded with surrogateescape): SQLite needs UTF-8
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
 
 
@@ -448,6 +470,34 @@ def _name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what}={value!r}: expected a non-empty str")
     return value
+
+
+def _outputs_npz(outputs: Mapping[str, Any]) -> bytes | None:
+    """The .npz bytes of named numeric arrays (no pickle), or None when they total more than
+    `MAX_OUTPUT_BYTES`."""
+    import io
+
+    if not isinstance(outputs, Mapping):
+        raise TypeError(f"outputs is a {type(outputs).__name__}; expected a mapping name -> array")
+    arrays = {}
+    for name, value in outputs.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"output name {name!r}: expected a non-empty str")
+        a = np.asarray(value)
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"output {name!r} has dtype {a.dtype}; expected a numeric (bool, int, float) array")
+        arrays[name] = a
+    if sum(a.nbytes for a in arrays.values()) > MAX_OUTPUT_BYTES:
+        return None
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, mode="w", compression=zipfile.ZIP_STORED) as zf:
+        for name, a in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.require(a, requirements="C"), allow_pickle=False)
+    return buf.getvalue()
 
 
 def _count(n: Any, what: str) -> int:
@@ -740,6 +790,11 @@ class Store:
             if conn is not None:
                 conn.close()
             raise StoreError(f"{db}: cannot open the findings database: {_cause(exc, timeout)}") from None
+        except UnicodeDecodeError:  # SQLite's own message quotes damaged bytes of the schema
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"{db}: cannot open the findings database: the database is corrupt (its schema "
+                             f"holds text that is not UTF-8; PRAGMA integrity_check says where)") from None
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -838,6 +893,9 @@ class Store:
             return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot {action}: {_cause(exc, self.timeout)}") from None
+        except UnicodeDecodeError as exc:  # a damaged page can hold text that is not UTF-8
+            raise StoreError(f"{self.path}: cannot {action}: the database is corrupt (stored text is not "
+                             f"UTF-8: {exc}; PRAGMA integrity_check says where)") from None
 
     # ---- writing: findings
 
@@ -930,11 +988,14 @@ class Store:
         return Recorded(int(finding_id), key, is_new)
 
     def set_minimal(self, key: str, case: Case, ratio: float | None = None, explanation: str | None = None, *,
-                    regime: str | None = None) -> None:
+                    regime: str | None = None, outputs: Mapping[str, Any] | None = None) -> None:
         """Record `case` (stored in full) as bucket `key`'s minimal reproducer, with its error ratio
         and explanation; replaces any earlier one. Without ratio and explanation, those of the
-        case's own finding in the bucket are used (if it has one). StoreError if the bucket does not
-        exist; ValueError if the case's op, mode or dtype is not the bucket's."""
+        case's own finding in the bucket are used (if it has one). `outputs`: the bucket runner's
+        output arrays for this case (`Outcome.outputs`; name -> numeric array), stored in the
+        outputs table unless empty or over `MAX_OUTPUT_BYTES` in total. StoreError if the bucket
+        does not exist; ValueError if the case's op, mode or dtype is not the bucket's, or an
+        output is not a numeric array."""
         if not isinstance(case, Case):
             raise TypeError(f"case is a {type(case).__name__}; expected a fuzz.case.Case")
         fields = parse_bucket_key(key)
@@ -943,6 +1004,7 @@ class Store:
                 f"minimal case is {case.op}/{case.mode} {case.dtype}; bucket {key!r} is "
                 f"{fields['op']}/{fields['mode']} {fields['dtype']}"
             )
+        npz = _outputs_npz(outputs) if outputs else None
         row = self._case_row(case, None if regime is None else _name(regime, "regime"))
         from_finding = ratio is None and explanation is None
         ratio = _ratio(ratio, "ratio")
@@ -959,6 +1021,9 @@ class Store:
                 "WHERE key = ?", (case.id, ratio, explanation, case.summary(), key)).rowcount
             if updated != 1:
                 raise StoreError(f"{self.path}: cannot set a minimal reproducer: no bucket {key!r}")
+            if npz is not None:
+                conn.execute("INSERT OR REPLACE INTO outputs (case_id, runner, npz) VALUES (?, ?, ?)",
+                             (case.id, fields["runner"], npz))
 
     def add_baseline_bucket(self, bucket: Mapping[str, Any], status: str = "fixed", case: Case | None = None) -> bool:
         """Add a bucket of a previous campaign (a dict from its `buckets()`) with count 0 and `status`
@@ -1213,6 +1278,23 @@ class Store:
             return Case.from_json(row[6])
         except CaseFormatError as exc:
             raise StoreError(f"{self.path}: stored case {case_id!r} does not load: {exc}") from None
+
+    def outputs(self, case_id: str, runner: str) -> dict[str, np.ndarray] | None:
+        """The stored output arrays of `runner` on case `case_id` (a bucket's minimal reproducer,
+        see `set_minimal`), or None when none are stored. StoreError if the stored bytes do not load."""
+        rows = self._rows("read outputs", "SELECT npz FROM outputs WHERE case_id = ? AND runner = ?",
+                          (case_id, runner))
+        if not rows:
+            return None
+        import io
+        import zipfile
+
+        try:
+            with np.load(io.BytesIO(rows[0][0]), allow_pickle=False) as z:
+                return {name: z[name] for name in z.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise StoreError(f"{self.path}: stored outputs of case {case_id!r} on {runner!r} do not load: "
+                             f"{exc}") from None
 
     def _case_row_by_id(self, case_id: str) -> tuple | None:
         rows = self._rows("read a case", "SELECT id, op, mode, dtype, regime, summary, case_json FROM cases "
