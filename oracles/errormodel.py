@@ -232,6 +232,13 @@ def stat_errors(f: Forward, p: Precision) -> StatErrors:
             c_ovf = _big(ax + np.abs(f.mean), _limit(p, 1))
             free_x = free | c_ovf
             dxhat = np.where(c_ovf, INF, dxhat)
+        # xhat itself may overflow although what is made of it does not: with given statistics
+        # (x far from mu_r, running_var + eps tiny) or a tiny eps, an honest y = xhat * gamma + beta
+        # with a small gamma, a JVP's tgamma * xhat or a VJP's dy * xhat passes through inf
+        # (measured: BatchNorm inference JVP in float32, |x - mu_r| r ~ 4e39): unconstrained there.
+        xhat_ovf = _big(np.abs(f.c) * f.r * (1 + rho), _limit(p, 2))
+        free_x = free_x | xhat_ovf
+        dxhat = np.where(xhat_ovf, INF, dxhat)
     return StatErrors(e_mu, d_v, rho, dc, _clean(dxhat), free, free_x)
 
 
