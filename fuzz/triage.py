@@ -122,21 +122,30 @@ def _convention_explanation(case, outcome: Outcome, verdict: Verdict, conv: Conv
             return ("convention:min_eps",
                     f"the path clamps eps={eps:g} to its documented minimum {conv.min_eps:g} "
                     f"(error/bound {worst:.3g} against the oracle at the clamped eps)")
-    if verdict.category == "raised" and conv.batch_of_one == "raises":
-        n = _reduction_size(case)
-        if n == 1:
-            return ("convention:batch_of_one", "the path documents that a reduction set of one element raises")
+    if verdict.category == "raised" and conv.min_eps is not None and eps is not None and float(eps) < conv.min_eps:
+        return ("convention:min_eps", f"the path documents that eps must be at least {conv.min_eps:g} "
+                                      f"(it raises for eps={eps:g})")
+    if verdict.category == "raised" and conv.batch_of_one == "raises" and _reduction_size(case) == 1:
+        return ("convention:batch_of_one", "the path documents that a reduction set of one element raises")
     return None
 
 
 def _reduction_size(case) -> int | None:
-    """Elements per reduction set of a batch_norm training case (None for other cases)."""
-    if case.op != "batch_norm" or not case.mode.startswith("training"):
+    """Elements per reduction set of a case whose op computes statistics (None if it has none)."""
+    if case.op == "batch_norm" and not case.mode.startswith("training"):
         return None
-    x = case.inputs.get("x", case.inputs.get("xs"))
-    shape = x.shape[1:] if "xs" in case.inputs else x.shape
-    c_axis = 1 if case.attrs.get("layout", "channels_first") == "channels_first" else len(shape) - 1
-    return int(np.prod(shape)) // int(shape[c_axis])
+    d = oracles.OPS[case.op]
+    inputs = dict(case.inputs)
+    if "xs" in inputs:
+        inputs["x"] = inputs.pop("xs")[0]
+    try:
+        v = d.make_view(inputs, case.attrs)
+    except (OracleInputError, KeyError):
+        return None
+    n = 1
+    for a in v.norm.axes:
+        n *= v.x.shape[a]
+    return n
 
 
 def triage(case, outcome: Outcome, verdict: Verdict, *, conventions: Conventions, precision,

@@ -120,3 +120,18 @@ def test_min_eps_convention_explains_a_clamped_eps():
     assert f.signature == "convention:min_eps"
     _, f = judge(c, ok(c, out), Conventions())
     assert f.signature != "convention:min_eps"
+
+
+def test_documented_refusals_are_conventions():
+    """A raise the runner documents (eps below its minimum, a one-element reduction set) is a
+    convention, not a new bug; an undocumented raise stays a 'raised' finding."""
+    x = np.ones((1, 3, 1), np.float32)
+    c = case_of("instance_norm", "forward", "float32", {"x": x}, {"eps": 1e-5})
+    raised = Outcome("fake", c.id, "RAISED", error_type="builtins.ValueError", error="Expected more than 1 spatial element")
+    assert judge(c, raised, Conventions(batch_of_one="raises"))[1].signature == "convention:batch_of_one"
+    assert judge(c, raised, Conventions(batch_of_one="normalizes"))[1].signature == "builtins.ValueError"
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    c = case_of("batch_norm", "training", "float32", {"x": x}, {"eps": 0.0})
+    raised = Outcome("fake", c.id, "RAISED", error_type="builtins.ValueError", error="eps must be positive")
+    assert judge(c, raised, Conventions(min_eps=5e-324))[1].signature == "convention:min_eps"
+    assert judge(c, raised, Conventions())[1].signature == "builtins.ValueError"
