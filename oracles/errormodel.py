@@ -63,21 +63,31 @@ class Precision:
 
     `Precision.of("float16")` gives the defaults: half formats accumulate and compute elementwise in
     float32, the others in their own format; eps is rounded to the elementwise format.
+
+    `ftz`: the implementation flushes subnormal inputs and results to zero (FTZ/DAZ, as
+    TensorFlow's CPU thread pools do). Every absolute underflow floor of the model (eta, half a
+    subnormal spacing per rounding) then becomes the format's smallest *normal* number: a value
+    below it may be read or produced as zero.
     """
 
     dtype: str
     accum: str
     elementwise: str
     eps_format: str
+    ftz: bool = False
 
     @classmethod
     def of(cls, dtype: str, *, accum: str | None = None, elementwise: str | None = None,
-           eps_format: str | None = None) -> "Precision":
+           eps_format: str | None = None, ftz: bool = False) -> "Precision":
         _dtype(dtype)
         accum = accum or DEFAULT_ACCUMULATION[dtype]
         elementwise = elementwise or accum
         return cls(dtype, _dtype(accum).name, _dtype(elementwise).name,
-                   _dtype(eps_format or elementwise).name)
+                   _dtype(eps_format or elementwise).name, bool(ftz))
+
+    def _eta(self, name: str) -> EXT:
+        d = _dtype(name)
+        return EXT(2 * d.tiny if self.ftz else d.eta)
 
     @property
     def u_a(self): return EXT(_dtype(self.accum).u)
@@ -92,16 +102,16 @@ class Precision:
     def u_eps(self): return EXT(_dtype(self.eps_format).u)
 
     @property
-    def eta_eps(self): return EXT(_dtype(self.eps_format).eta)
+    def eta_eps(self): return self._eta(self.eps_format)
 
     @property
-    def eta_a(self): return EXT(_dtype(self.accum).eta)
+    def eta_a(self): return self._eta(self.accum)
 
     @property
-    def eta_e(self): return EXT(_dtype(self.elementwise).eta)
+    def eta_e(self): return self._eta(self.elementwise)
 
     @property
-    def eta_o(self): return EXT(_dtype(self.dtype).eta)
+    def eta_o(self): return self._eta(self.dtype)
 
 
 def g(k, u) -> EXT:

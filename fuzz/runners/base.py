@@ -68,6 +68,7 @@ class Conventions:
     accumulation: accumulation format per input format (feeds the error model's Precision).
     elementwise: format of the elementwise arithmetic per input format (None: the accumulation
         format); a path that honestly rounds its intermediates to a half format says so here.
+    flush_subnormals: subnormal inputs and results are flushed to zero (FTZ/DAZ).
     nan_propagation: "set" (a NaN in a reduction set makes the set's outputs NaN) or "ieee".
     sources: documentation links the declarations were taken from.
     """
@@ -83,6 +84,7 @@ class Conventions:
     accumulation: Mapping[str, str] = field(default_factory=lambda: {
         "float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"})
     elementwise: Mapping[str, str] | None = None
+    flush_subnormals: bool = False
     nan_propagation: str = "set"
     sources: tuple[str, ...] = ()
     notes: str = ""
@@ -92,7 +94,7 @@ class Conventions:
         from oracles.errormodel import Precision
 
         ew = None if self.elementwise is None else self.elementwise.get(dtype)
-        return Precision.of(dtype, accum=self.accumulation.get(dtype), elementwise=ew)
+        return Precision.of(dtype, accum=self.accumulation.get(dtype), elementwise=ew, ftz=self.flush_subnormals)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -344,6 +344,7 @@ _NN_PRECISION_NOTE = (
     "0 errs by ~16 ulps). Declared accumulation is therefore the half format itself.")
 
 _NN_BN = Conventions(
+    flush_subnormals=True,
     momentum_on="running",
     default_momentum=None,
     running_var_estimator="biased",
@@ -366,6 +367,7 @@ _NN_BN = Conventions(
 )
 
 _NN_NORM = Conventions(
+    flush_subnormals=True,
     default_eps=None, min_eps=None, eps_mode="inside", affine="per_channel", batch_of_one="normalizes",
     accumulation=_HALF, nan_propagation="set", sources=(_DOCS["moments"], _DOCS["batch_normalization"]),
     notes="tf.nn.moments over the normalized axes (keepdims) + tf.nn.batch_normalization; variance_epsilon "
@@ -382,6 +384,7 @@ _NN_PER_OP = {
         _NN_NORM, affine=None, notes="eps_mode 'inside' (variance_epsilon); 'none' is variance_epsilon=0; "
                                      "'outside' has no tf.nn expression. " + _NN_NORM.notes),
     "l2_normalize": Conventions(
+    flush_subnormals=True,
         default_eps=1e-12, min_eps=None, eps_mode="max_sumsq", affine=None, accumulation=_HALF,
         nan_propagation="set", sources=(_DOCS["l2_normalize"],),
         notes="x * rsqrt(max(sum(x**2), epsilon)), default epsilon 1e-12, computed in the input dtype "
@@ -586,6 +589,7 @@ class FusedBatchNormRunner(_TFBase):
     ops = {"batch_norm": _BN_MODES}
     dtypes = ("float16", "bfloat16", "float32")
     conventions = Conventions(
+    flush_subnormals=True,
         momentum_on="batch",
         default_momentum=1.0,
         running_var_estimator="unbiased",
@@ -720,6 +724,7 @@ _KERAS_COMMON = (
     "casts the result back (a half layer's output is exactly the float32 layer's, rounded).")
 
 _KERAS_BN = Conventions(
+    flush_subnormals=True,
     momentum_on="running",
     default_momentum=0.99,
     running_var_estimator="biased",
@@ -740,7 +745,7 @@ _KERAS_BN = Conventions(
 
 
 def _keras_norm(doc: str, eps: float, affine: str | None, notes: str) -> Conventions:
-    return Conventions(default_eps=eps, min_eps=None, eps_mode="inside", affine=affine,
+    return Conventions(flush_subnormals=True, default_eps=eps, min_eps=None, eps_mode="inside", affine=affine,
                        batch_of_one="normalizes", accumulation=_UPCAST, nan_propagation="set",
                        sources=(_DOCS[doc], _DOCS["keras_mixed"]), notes=notes + " " + _KERAS_COMMON)
 
@@ -984,6 +989,7 @@ class KerasUnitNormRunner(KerasRunner):
     ops = {"l2_normalize": _FWD}
     dtypes = ALL_DTYPES
     conventions = Conventions(
+    flush_subnormals=True,
         eps_mode="max_norm",
         default_eps=1e-12,
         min_eps=1e-12,

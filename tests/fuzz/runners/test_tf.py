@@ -578,3 +578,16 @@ def test_keras_training_steps_of_different_lengths_share_nothing_stale(rs):
     for steps in (3, 1, 2):
         case = tf_cases.make("batch_norm", "training_steps", "float32", (4, 3), a, steps=steps)
         harness.assert_agrees(r, case)
+
+
+def test_flush_subnormals_declaration_matches_tensorflow(rs, tf):
+    """TensorFlow's CPU kernels flush subnormal inputs and results to zero (FTZ/DAZ) in float32 and
+    float64: every TF runner declares it, and the error model widens its underflow floors to the
+    smallest normal number for them."""
+    for dt, tiny in ((tf.float32, np.finfo(np.float32).tiny), (tf.float64, np.finfo(np.float64).tiny)):
+        x = tf.constant(np.array([tiny / 4, tiny * 2], dtype=dt.as_numpy_dtype))
+        got = (x * tf.constant(1.0, dt)).numpy()
+        assert got[0] == 0 and got[1] == tiny * 2
+    for rid in RUNNER_IDS:
+        for op in rs[rid].ops:
+            assert rs[rid].conventions_for(op, {}).flush_subnormals, (rid, op)
