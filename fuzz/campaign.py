@@ -387,6 +387,7 @@ class Campaign:
             self.store = Store.create(self.out, info)
         status = "finished"
         r = start_round
+        failure: BaseException | None = None
         try:
             while not self._out_of_budget():
                 self._round(r)
@@ -396,11 +397,18 @@ class Campaign:
                 r += 1
         except KeyboardInterrupt:
             status = "interrupted"
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             self._maybe_flush(force=True)
             for w in self.workers.values():
                 w.close()
-        summary = self._conclude(status)
+            if failure is not None:  # release the store and its writer lock, as `with store:` does on an
+                # error: counters no checkpoint covers are dropped (a resumed campaign runs those cases again)
+                self.store.__exit__(type(failure), failure, failure.__traceback__)
+        with self.store:  # closed, its writer lock released, even when concluding fails (a full disk)
+            summary = self._conclude(status)
         return summary
 
     def _keep_first_cases(self) -> None:

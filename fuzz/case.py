@@ -5,7 +5,7 @@ A `Case` is immutable and serializable without pickle:
 - `Case.to_json()` / `Case.from_json()`: one self-contained JSON document, arrays embedded as base64
   of their raw little-endian bytes (lossless: NaN payloads, -0.0, subnormals survive).
 - `Case.save(directory)` / `Case.load(path)`: `<id>.json` (metadata) next to `<id>.npz` (the arrays,
-  in the format `np.savez` writes, read back with `np.load(..., allow_pickle=False)`).
+  in the format `np.savez` writes, read back member by member: headers checked first, nothing unpickled).
 
 Conventions
 -----------
@@ -243,7 +243,8 @@ class Case:
         json_path, npz_path = path.with_suffix(".json"), path.with_suffix(".npz")
         try:
             with open(json_path, "rb") as fh:
-                raw = fh.read(MAX_JSON_BYTES + 1)
+                size = os.fstat(fh.fileno()).st_size  # read() allocates its argument up front
+                raw = fh.read(min(size, MAX_JSON_BYTES) + 1 if size else MAX_JSON_BYTES + 1)
         except OSError as exc:
             raise CaseFormatError(f"{json_path}: cannot read case metadata ({exc.strerror or exc})") from None
         if len(raw) > MAX_JSON_BYTES:
@@ -510,6 +511,16 @@ def _gib(nbytes: int) -> str:
     return f"{nbytes / 1024**3:.3g} GiB"
 
 
+def _read_npy_header(member, spec: _Spec, source: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the .npy header at the start of `member` (never unpickles)."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(member)
+    raise CaseFormatError(f"{source}: {spec.name}.npy has .npy format version {version}; expected 1.0 or 2.0")
+
+
 def _read_npz(npz_path: Path, specs: list[_Spec]) -> dict[str, np.ndarray]:
     """Read the declared arrays from `npz_path`, checking every .npy header before any data."""
     source = str(npz_path)
@@ -521,17 +532,10 @@ def _read_npz(npz_path: Path, specs: list[_Spec]) -> dict[str, np.ndarray]:
                 raise CaseFormatError(
                     f"{source}: arrays missing {sorted(expected - members)}, unexpected {sorted(members - expected)}"
                 )
+            fortran = {}
             for spec in specs:
                 with zf.open(spec.name + ".npy") as member:
-                    version = np.lib.format.read_magic(member)
-                    if version == (1, 0):
-                        shape, _fortran, dt = np.lib.format.read_array_header_1_0(member)
-                    elif version == (2, 0):
-                        shape, _fortran, dt = np.lib.format.read_array_header_2_0(member)
-                    else:
-                        raise CaseFormatError(
-                            f"{source}: {spec.name}.npy has .npy format version {version}; expected 1.0 or 2.0"
-                        )
+                    shape, fortran[spec.name], dt = _read_npy_header(member, spec, source)
                 if dt.hasobject:
                     raise CaseFormatError(
                         f"{source}: {spec.name}.npy holds an object array (dtype {dt}); case files hold "
@@ -542,10 +546,28 @@ def _read_npz(npz_path: Path, specs: list[_Spec]) -> dict[str, np.ndarray]:
                         f"{source}: {spec.name}.npy is {dt.str} {list(shape)}; the metadata declares "
                         f"{spec.dtype.str} {list(spec.shape)}"
                     )
-        arrays = {}
-        with np.load(npz_path, allow_pickle=False) as npz:
+            # The data, read by hand rather than by np.load, which allocates the declared size first:
+            # memory grows only with the bytes the file really holds (a truncated member, or one
+            # whose zip entry lies about its size, is refused without a huge allocation).
+            arrays = {}
             for spec in specs:
-                arrays[spec.name] = npz[spec.name]
+                with zf.open(spec.name + ".npy") as member:
+                    _read_npy_header(member, spec, source)
+                    data = bytearray()
+                    while len(data) <= spec.nbytes:
+                        chunk = member.read(min(spec.nbytes + 1 - len(data), 1 << 24))
+                        if not chunk:
+                            break
+                        data += chunk
+                if len(data) != spec.nbytes:
+                    raise CaseFormatError(
+                        f"{source}: {spec.name}.npy holds {'more than ' if len(data) > spec.nbytes else ''}"
+                        f"{min(len(data), spec.nbytes)} bytes of array data; shape {list(spec.shape)} of "
+                        f"{spec.dtype.str} needs {spec.nbytes}"
+                    )
+                flat = np.frombuffer(data, dtype=spec.dtype)
+                arrays[spec.name] = (flat.reshape(spec.shape[::-1]).T if fortran[spec.name] and spec.shape
+                                     else flat.reshape(spec.shape))
         return arrays
     except CaseFormatError:
         raise

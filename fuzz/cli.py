@@ -320,9 +320,22 @@ def _resumed_config(stored: object, out: str):
     return CampaignConfig(out=out, **kept)
 
 
-#: campaign options stored with the campaign, which --resume keeps (giving them is a usage error)
-_STORED_SETTINGS = ("ops", "modes", "runners", "runner", "dtypes", "regimes", "seed", "timeout", "memory_mb",
-                    "known_issues", "baseline", "no_minimize")
+def _refuse_changed_settings(args: argparse.Namespace, cfg) -> None:
+    """--resume continues a campaign with its stored configuration: repeating the original options is
+    fine, changing one (which would be silently ignored) is a usage error; only --budget and --cases
+    may change."""
+    stored = {"ops": cfg.ops, "modes": cfg.modes, "runners": cfg.runners, "runner": cfg.plugins,
+              "dtypes": cfg.dtypes, "regimes": cfg.regimes, "seed": cfg.seed, "timeout": cfg.timeout,
+              "memory_mb": cfg.memory_mb, "known_issues": cfg.known_issues, "baseline": cfg.baseline,
+              "no_minimize": not cfg.minimize}
+    default = build_parser().parse_args(["campaign", "--out", args.out])
+    changed = [f"--{name.replace('_', '-')} {getattr(args, name)!r} (stored: {value!r})"
+               for name, value in stored.items()
+               if getattr(args, name) != getattr(default, name) and getattr(args, name) != value]
+    if changed:
+        raise UsageError(f"--resume continues the campaign in {args.out} with its stored configuration, and "
+                         f"{'; '.join(changed)} differ{'s' if len(changed) == 1 else ''} from it: only --budget "
+                         f"and --cases can change")
 
 
 def _run_campaign(args: argparse.Namespace) -> int:
@@ -336,19 +349,13 @@ def _run_campaign(args: argparse.Namespace) -> int:
     if args.resume:
         from .store import Store, StoreError
 
-        fresh = build_parser().parse_args(["campaign", "--out", out])
-        given = [name for name in _STORED_SETTINGS if getattr(args, name) != getattr(fresh, name)]
-        if given:
-            raise UsageError(f"--resume continues the campaign in {out} with its stored configuration: "
-                             f"{', '.join('--' + n.replace('_', '-') for n in given)} cannot be given with it "
-                             f"(only --budget and --cases)")
-
         try:
             with Store.open(out, readonly=True) as prev:
                 cfg = _resumed_config(prev.campaign()["config"], out)
                 checkpoint_state(prev)
         except StoreError as exc:
             raise CommandError(f"cannot resume {out}: {exc}") from exc
+        _refuse_changed_settings(args, cfg)
         if args.budget is not None:
             cfg.budget_seconds = args.budget
         if args.cases is not None:

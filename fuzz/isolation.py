@@ -5,7 +5,10 @@ the signal), an exit of the worker (CRASHED with the exit code), a hang past the
 (TIMEOUT), or resident memory above the limit (CRASHED, detail "out of memory ...") each become the
 outcome of that case, and the worker is restarted before the next one. A framework exception is a
 RAISED outcome. An error of normfuzz itself (or of a runner's own code outside `framework_call`) is
-raised as `InternalError`: it is a bug to fix, not a finding.
+raised as `InternalError`: it is a bug to fix, not a finding. Text coming back from the worker (error
+type, message, detail) is made valid UTF-8 (lone surrogates escaped), so that no framework message can
+break the store or a report downstream. On Linux a worker is killed by the kernel when the process
+that started it dies, even by SIGKILL, so a hung worker never outlives a killed campaign.
 """
 
 from __future__ import annotations
@@ -33,6 +36,28 @@ class InternalError(RuntimeError):
 
 class WorkerSetupError(RuntimeError):
     """The worker could not start its runner (framework missing, setup raised, no READY)."""
+
+
+def _signal_name(sig: int) -> str:
+    """SIGSEGV, ..., or SIGRTMIN+k for a real-time signal (which `signal.Signals` does not name)."""
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        lo, hi = int(_signal.SIGRTMIN), int(_signal.SIGRTMAX)
+        return f"SIGRTMIN+{sig - lo}" if lo <= sig <= hi else f"signal {sig}"
+
+
+def _clean_text(value) -> str:
+    """A worker's text field as a str that any UTF-8 consumer (SQLite, HTML, JSON) accepts: lone
+    surrogates (a framework message decoded with surrogateescape) become backslash escapes; a
+    value that is not a str (a misbehaving worker) becomes its repr."""
+    if not isinstance(value, str):
+        value = "" if value is None else repr(value)
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _rss_bytes(pid: int) -> int:
@@ -72,7 +97,7 @@ class Worker:
         self._stderr = tempfile.TemporaryFile()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}
         cmd = [sys.executable, "-m", "fuzz.worker", "--spec", self.spec, "--runner", self.runner_id,
-               "--fd-in", str(req_r), "--fd-out", str(rep_w)]
+               "--fd-in", str(req_r), "--fd-out", str(rep_w), "--parent-pid", str(os.getpid())]
         if self.rlimit_mb:
             cmd += ["--memory-mb", str(self.rlimit_mb)]
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,7 +184,7 @@ class Worker:
         tail = self._stderr_tail()
         sig = -rc if rc is not None and rc < 0 else None
         code = rc if rc is not None and rc >= 0 else None
-        what = (f"killed by signal {sig} ({_signal.Signals(sig).name})" if sig else f"exited with code {code}")
+        what = (f"killed by signal {sig} ({_signal_name(sig)})" if sig else f"exited with code {code}")
         self._kill()
         return Outcome(self.runner_id, "", "CRASHED", detail=f"worker {what}" + (f"; stderr: {tail}" if tail else ""),
                        seconds=time.perf_counter() - t0, exit_code=code, signal=sig)
@@ -177,19 +202,30 @@ class Worker:
             ready, _, _ = select.select([fd], [], [], min(left, 0.05))
             if ready:
                 try:
-                    return read_message(fd)
+                    got = read_message(fd)
                 except (PeerClosed, WireError):
                     return self._death(t0)
+                # Also after a reply: a leak that grows between two quick replies is never caught
+                # by the polling below (which runs only while a case takes longer than 50 ms).
+                return self._over_memory(t0) or got
             if self.proc.poll() is not None:
                 return self._death(t0)
-            if self.memory_mb:
-                rss = _rss_bytes(self.proc.pid)
-                if rss > self.memory_mb * 1024 * 1024:
-                    self._kill()
-                    return Outcome(self.runner_id, "", "CRASHED", signal=int(_signal.SIGKILL),
-                                   detail=f"out of memory: worker resident memory {rss >> 20} MiB exceeded "
-                                          f"the limit of {self.memory_mb} MiB; killed",
-                                   seconds=time.perf_counter() - t0)
+            over = self._over_memory(t0)
+            if over is not None:
+                return over
+
+    def _over_memory(self, t0: float) -> Outcome | None:
+        """A CRASHED outcome (and the worker killed) when its resident memory exceeds the limit."""
+        if not self.memory_mb:
+            return None
+        rss = _rss_bytes(self.proc.pid)
+        if rss <= self.memory_mb * 1024 * 1024:
+            return None
+        self._kill()
+        return Outcome(self.runner_id, "", "CRASHED", signal=int(_signal.SIGKILL),
+                       detail=f"out of memory: worker resident memory {rss >> 20} MiB exceeded "
+                              f"the limit of {self.memory_mb} MiB; killed",
+                       seconds=time.perf_counter() - t0)
 
     def run(self, case, *, expected: Mapping[str, tuple[int, ...]] | None = None) -> Outcome:
         """Run `case`; always an Outcome (see module docstring). `expected` maps output names to
@@ -221,8 +257,9 @@ class Worker:
             if bad:
                 return Outcome(self.runner_id, case.id, "BAD_OUTPUT", detail=bad, seconds=secs)
             return Outcome(self.runner_id, case.id, "OK", outputs=arrays, seconds=secs)
-        return Outcome(self.runner_id, case.id, status, error_type=header.get("error_type", ""),
-                       error=header.get("error", ""), detail=header.get("detail", ""), seconds=secs)
+        return Outcome(self.runner_id, case.id, status, error_type=_clean_text(header.get("error_type", "")),
+                       error=_clean_text(header.get("error", "")), detail=_clean_text(header.get("detail", "")),
+                       seconds=secs)
 
 
 def _with_case(o: Outcome, case_id: str) -> Outcome:

@@ -5,6 +5,8 @@ runner's factory spec and id. It imports the factory, calls the runner's `setup(
 each request. Replies: OK with outputs, RAISED (framework exception: type and message), UNSUPPORTED
 (reason), BAD_OUTPUT (the runner returned a non-array or unknown kind of value), INTERNAL (a bug of
 normfuzz or of the runner's own code outside `framework_call`: traceback included; the parent raises).
+A `SystemExit` from the runner (a framework calling `sys.exit`) ends the worker with its exit code,
+as `exit()` in a native library would; the parent reports it as a CRASHED outcome.
 """
 
 from __future__ import annotations
@@ -33,6 +35,20 @@ def _check_outputs(outputs) -> str | None:
         if v.dtype.kind not in "fiub":
             return f"output {k!r} has dtype {v.dtype}, expected a numeric dtype"
     return None
+
+
+def _exit_like(code) -> None:
+    """End the worker at once with the status `sys.exit(code)` would give (the parent reports the
+    exit code as a CRASHED outcome); no cleanup runs that could hang."""
+    if code is None:
+        os._exit(0)
+    if isinstance(code, int):
+        os._exit(code & 0xFF)
+    try:
+        sys.stderr.write(f"{code}\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(1)
 
 
 def serve(spec: str, runner_id: str, fd_in: int, fd_out: int) -> int:
@@ -79,6 +95,8 @@ def serve(spec: str, runner_id: str, fd_in: int, fd_out: int) -> int:
                 write_message(fd_out, {"status": "RAISED", "error_type": e.exc_type, "error": e.message,
                                        "seconds": time.perf_counter() - t0})
                 continue
+            except SystemExit as e:  # the framework exited the process, as exit() in C would: CRASHED
+                _exit_like(e.code)
             seconds = time.perf_counter() - t0
             bad = _check_outputs(outputs)
             if bad:
@@ -89,6 +107,22 @@ def serve(spec: str, runner_id: str, fd_in: int, fd_out: int) -> int:
             internal(traceback.format_exc())
 
 
+def _die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel SIGKILL this worker when the campaign process that started it dies
+    (even by SIGKILL), so that a hung or memory-eating worker never outlives its campaign."""
+    if parent <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the campaign died before the request took effect
+        os._exit(0)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--spec", required=True)
@@ -96,7 +130,9 @@ def main(argv=None) -> int:
     p.add_argument("--fd-in", type=int, required=True)
     p.add_argument("--fd-out", type=int, required=True)
     p.add_argument("--memory-mb", type=int, default=0)
+    p.add_argument("--parent-pid", type=int, default=0)
     a = p.parse_args(argv)
+    _die_with_parent(a.parent_pid)
     if a.memory_mb:
         import resource
 

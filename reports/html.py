@@ -26,14 +26,25 @@ class Markup(str):
     __slots__ = ()
 
 
+_INVISIBLE = {c: f"\\u{c:04x}" if c > 0xFF else f"\\x{c:02x}"
+              for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0),
+                        *range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+
+
+def _visible(value: Any) -> str:
+    """str(value) with control characters and bidi overrides shown as visible escapes (\\x00,
+    \\u202e): they are parse errors in HTML or reorder what the reader sees."""
+    return str(value).translate(_INVISIBLE)
+
+
 def esc(value: Any) -> str:
     """`value` as escaped HTML text (quotes included, so it is safe in attributes too)."""
-    return html.escape(str(value), quote=True)
+    return html.escape(_visible(value), quote=True)
 
 
 def _text(value: Any) -> str:
     """`value` escaped for a text node (&, <, >; quotes need no escaping outside attributes)."""
-    return html.escape(str(value), quote=False)
+    return html.escape(_visible(value), quote=False)
 
 
 def _children(items: Iterable[Any], out: list[str]) -> None:

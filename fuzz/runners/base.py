@@ -51,7 +51,11 @@ def framework_call():
     except BaseException as e:  # noqa: BLE001 - the framework may raise anything
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
-        raise FrameworkRaised(f"{type(e).__module__}.{type(e).__qualname__}", str(e)) from e
+        try:
+            message = str(e)
+        except Exception:  # noqa: BLE001 - an exception whose __str__ itself raises
+            message = f"<str() of {type(e).__qualname__} raised>"
+        raise FrameworkRaised(f"{type(e).__module__}.{type(e).__qualname__}", message) from e
 
 
 @dataclass(frozen=True)
