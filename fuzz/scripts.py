@@ -131,7 +131,7 @@ def write_side_file(case, path: str | Path) -> Path:
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             with zf.open(info, mode="w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                np.lib.format.write_array(member, np.require(arr, requirements='C'), allow_pickle=False)
     return path
 
 

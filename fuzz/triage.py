@@ -188,7 +188,10 @@ def triage(case, outcome: Outcome, verdict: Verdict, *, conventions: Conventions
         return Finding(signature=verdict.rejected_parameter, details=details, **common, explanation=(
             f"returned outputs for an input the oracle rejects: {verdict.rejection}"))
     if cat == "crash":
-        sig = f"signal {outcome.signal}" if outcome.signal else f"exit {outcome.exit_code}"
+        if outcome.detail.startswith("out of memory"):
+            sig = "out_of_memory"  # killed by normfuzz's memory limit, not by the framework
+        else:
+            sig = f"signal {outcome.signal}" if outcome.signal else f"exit {outcome.exit_code}"
         return Finding(signature=sig, details=details, **common, explanation=outcome.detail)
     if cat == "timeout":
         return Finding(signature="timeout", details=details, **common, explanation=outcome.detail)

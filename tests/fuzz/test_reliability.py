@@ -132,7 +132,7 @@ DETERMINISTIC_FAULTS = {
     "faulty.close_pipes.flaky": ("crash", "exit 1"),
     "faulty.spawn_then_crash.often": ("crash", "signal 11"),
     "faulty.hang.flaky": ("timeout", "timeout"),
-    "faulty.oom.often": ("crash", "signal 9"),
+    "faulty.oom.often": ("crash", "out_of_memory"),
     "faulty.raise.flaky": ("raised", "builtins.RuntimeError"),
     "faulty.random_exception.often": ("raised", lambda c: qualname(dict(F.EXCEPTIONS)[F.exception_kind(c)]())),
     "faulty.wrong_shape.flaky": ("bad_output", "bad_output"),
