@@ -12,27 +12,13 @@ eps and momentum: ONNX stores both as float32 attributes, so float64 cases use f
 
 from __future__ import annotations
 
-import zlib
 
 import numpy as np
 
 from tests.fuzz.runners.harness import make_case
 
 
-def _rng(*key) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
-
-
-def _x(rng, shape, loc=0.5):
-    return rng.normal(loc, 1.0, size=shape)
-
-
-def _gamma(rng, shape):
-    return rng.uniform(0.5, 1.5, size=shape) * rng.choice([-1.0, 1.0], size=shape)
-
-
-def _beta(rng, shape):
-    return rng.normal(0.0, 1.0, size=shape)
+from tests.fuzz.runners.harness import case_rng as _rng, draw_beta as _beta, draw_gamma as _gamma, draw_x as _x  # noqa: E402
 
 
 def eps_for(dtype: str) -> float:
