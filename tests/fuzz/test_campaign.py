@@ -163,3 +163,17 @@ def test_exit_codes_for_new_buckets(tmp_path, capsys):
                         "--baseline", str(tmp_path / "bad")]) == 0
     store = Store.open(tmp_path / "again", readonly=True)
     assert {b["status"] for b in store.buckets()} == {"recurring"}
+
+
+def test_convention_explained_buckets_are_known_not_new(tmp_path):
+    """A finding explained by a runner's declared convention (here torch's documented refusal of a
+    one-element reduction set in training) is kept, but its bucket is 'known', so a nightly run does
+    not fail on documented behaviour."""
+    pytest.importorskip("torch")
+    cfg = CampaignConfig(out=str(tmp_path / "c"), ops=["instance_norm"], modes=["forward"], dtypes=["float32"],
+                         regimes=["size_one"], runners=["torch.functional"], max_cases=60, minimize=False)
+    Campaign(cfg, write_report=False).run()
+    store = Store.open(tmp_path / "c", readonly=True)
+    conv = [b for b in store.buckets() if b["signature"].startswith("convention:")]
+    assert conv, [b["key"] for b in store.buckets()]
+    assert all(b["status"] == "known" for b in conv)
