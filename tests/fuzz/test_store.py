@@ -244,21 +244,7 @@ def test_record_finding_rejects_mismatched_records(store):
     assert store.findings() == [] and store.buckets() == []
 
 
-@dataclasses.dataclass(frozen=True)
-class FindingRecord:
-    """Stands for fuzz.triage.Finding (the store reads these attributes)."""
-
-    runner: str
-    case_id: str
-    op: str
-    mode: str
-    dtype: str
-    regime: str
-    category: str
-    signature: str
-    explanation: str
-    max_ratio: float
-    details: dict = dataclasses.field(default_factory=dict)
+from fuzz.triage import Finding as FindingRecord  # noqa: E402 - the record the campaign passes
 
 
 @dataclasses.dataclass(frozen=True)
