@@ -26,13 +26,18 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from oracles import Evaluation
+
 from . import __version__
-from .compare import reference
+from .compare import Reference, reference
 from .isolation import InternalError, Worker, WorkerSetupError
+from .outcome import Outcome
 from .runners import discover
 from .triage import Finding, bucket_key, judge
 
 EXAMPLES_PER_ROUND = 200
+#: Cases per Hypothesis example (a family) and per packed framework call (`fuzz.packing`).
+DEFAULT_PACK = 16
 
 
 @dataclass
@@ -55,6 +60,9 @@ class CampaignConfig:
     known_issues: str | None = None
     baseline: str | None = None
     minimize: bool = True                                  # shrink each new bucket's case
+    pack: int = DEFAULT_PACK                               # cases per family and framework call (1: off)
+    min_elements: int = 1
+    jobs: int = 1                                          # campaign processes (one per core)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -105,6 +113,9 @@ class _State:
     elapsed_before: float = 0.0
     stopped: bool = False
     cases_at_stop: int = 0
+    unconfirmed: int = 0          # packed-call findings that the member's solo run did not show
+    packed_calls: int = 0
+    startup_seconds: float = 0.0  # spent starting workers (excluded from throughput figures)
 
 
 def platform_info() -> dict[str, str]:
@@ -131,8 +142,16 @@ class Campaign:
 
     def __init__(self, config: CampaignConfig, *, resume: bool = False,
                  on_progress: Callable[[dict], None] | None = None,
-                 stop_when: Callable[[Finding], bool] | None = None, write_report: bool = True):
+                 stop_when: Callable[[Finding], bool] | None = None, write_report: bool = True,
+                 job: tuple[int, int] | None = None):
+        if not isinstance(config.jobs, int) or isinstance(config.jobs, bool) or config.jobs < 1:
+            raise CampaignConfigError(f"jobs={config.jobs!r} is invalid: expected an int >= 1")
+        if not isinstance(config.pack, int) or isinstance(config.pack, bool) or config.pack < 1:
+            raise CampaignConfigError(f"pack={config.pack!r} is invalid: expected an int >= 1")
+        if config.jobs > 1 and stop_when is not None:
+            raise CampaignConfigError("stop_when needs a single job (jobs=1)")
         self.cfg = config
+        self.job = job  # (index, count) in a job process of a --jobs campaign (`_job_main`)
         self.resume = resume
         self.on_progress = on_progress
         self.stop_when = stop_when
@@ -169,11 +188,14 @@ class Campaign:
         if w is None:
             spec, _ = self.runners[rid]
             w = Worker(spec, rid, timeout=self.cfg.timeout, memory_mb=self.cfg.memory_mb)
+            t0 = time.perf_counter()
             try:
                 w.start()
             except WorkerSetupError as e:
                 self.unavailable[rid] = str(e)
                 return None
+            finally:
+                self.state.startup_seconds += time.perf_counter() - t0
             self.workers[rid] = w
             self.versions[rid] = w.version
             self.store.set_versions(self.versions)
@@ -181,7 +203,8 @@ class Campaign:
 
     # ------------------------------------------------------------------ one case
 
-    def _supported(self, case) -> list[str]:
+    def _supported(self, case, n: int = 1) -> list[str]:
+        """The runners that can express `case` (`n` cases of its signature: unsupported counts)."""
         ids = []
         for rid, (_, runner) in self.runners.items():
             if rid in self.unavailable:
@@ -191,10 +214,15 @@ class Campaign:
                 ids.append(rid)
             else:
                 k = (rid, case.op, case.mode, case.dtype, why)
-                self.state.unsupported[k] = self.state.unsupported.get(k, 0) + 1
+                self.state.unsupported[k] = self.state.unsupported.get(k, 0) + n
         return ids
 
+    def _precision(self, rid: str, case):
+        return self.runners[rid][1].conventions_for(case.op, case.attrs).precision(case.dtype)
+
     def _run_one(self, rid: str, spec, case, refs: dict) -> tuple[Any, Finding | None]:
+        """Run `case` alone on `rid` and judge it: ((outcome, verdict), finding), or (None, None)
+        when the runner's worker cannot start."""
         runner = self.runners[rid][1]
         conv = runner.conventions_for(case.op, case.attrs)
         prec = conv.precision(case.dtype)
@@ -206,11 +234,95 @@ class Campaign:
         if w is None:
             return None, None
         outcome = w.run(case, expected=expected)
+        return self._judge(rid, spec, case, outcome, ref)
+
+    def _judge(self, rid: str, spec, case, outcome, ref) -> tuple[Any, Finding | None]:
         if outcome.status == "UNSUPPORTED":
             k = (rid, case.op, case.mode, case.dtype, outcome.detail)
             self.state.unsupported[k] = self.state.unsupported.get(k, 0) + 1
+        conv = self.runners[rid][1].conventions_for(case.op, case.attrs)
         verdict, finding = judge(case, outcome, conv, regime=spec.regime, ref=ref)
         return (outcome, verdict), finding
+
+    # ------------------------------------------------------------------ one family
+
+    def family_size(self, spec) -> int:
+        """Cases drawn from one Hypothesis example: `pack`, fewer when that many would exceed one
+        packed call's element budget (`fuzz.packing.PACK_ELEMENTS`) or the case budget."""
+        from math import prod
+
+        from .packing import PACK_ELEMENTS
+
+        n = max(1, prod(spec.shape) * spec.steps)
+        k = max(1, min(self.cfg.pack, PACK_ELEMENTS // n))
+        if self.cfg.max_cases is not None:
+            k = max(1, min(k, self.cfg.max_cases - self.state.cases))
+        return k
+
+    def _evaluate_family(self, spec, members: list) -> list[list[tuple[str, Any, Finding | None]]]:
+        """Every supported runner on every member: per member, a list of (runner, (outcome,
+        verdict), finding). Members pack into one framework call per runner where `fuzz.packing`
+        allows (and the runner supports the packed attributes); each runner's worker computes while
+        this process evaluates the oracle (submit, oracle, collect). A member that a packed call
+        flags (any finding) is run again alone, and only the solo run is judged and kept: packing
+        cannot create a bucket. A packed call that fails as a whole (raised, crashed, wrong shape)
+        runs its members alone."""
+        from .packing import pack, plan, split
+
+        st = self.state
+        first = members[0]
+        rids = self._supported(first, len(members))
+        results: list[list] = [[] for _ in members]
+        p = plan(members) if self.cfg.pack > 1 else None
+        packed = pack(members, p) if p is not None else None
+        solo_rids = list(rids)
+        if packed is not None:
+            packable = [r for r in rids if self.runners[r][1].supports(packed.op, packed.mode, packed.dtype,
+                                                                        packed.attrs) is None]
+            solo_rids = [r for r in rids if r not in packable]
+            submitted = {}
+            for rid in packable:
+                w = self._worker(rid)
+                if w is not None:
+                    submitted[rid] = (w, w.submit(packed))
+            refs: dict = {}
+            for rid in submitted:  # the oracle runs while the workers compute
+                prec = self._precision(rid, packed)
+                if prec not in refs:
+                    refs[prec] = reference(packed, prec)
+            member_refs: dict = {}
+            for rid, (w, failed) in submitted.items():
+                prec = self._precision(rid, packed)
+                ref = refs[prec]
+                expected = None if ref.evaluation is None else {k: v.shape for k, v in ref.evaluation.outputs.items()}
+                outcome = failed if failed is not None else w.collect(packed, expected=expected)
+                st.packed_calls += 1
+                parts = split(p, outcome.outputs) if outcome.status == "OK" else None
+                if parts is None or ref.evaluation is None:
+                    solo_rids.append(rid)
+                    continue
+                if prec not in member_refs:
+                    outs, bounds = split(p, ref.evaluation.outputs), split(p, ref.evaluation.bounds)
+                    member_refs[prec] = [Reference(Evaluation(o, b)) for o, b in zip(outs, bounds)]
+                per_case = outcome.seconds / p.size
+                for i, m in enumerate(members):
+                    o = Outcome(rid, m.id, "OK", outputs=parts[i], seconds=per_case)
+                    res, finding = self._judge(rid, spec, m, o, member_refs[prec][i])
+                    if finding is not None:  # confirm alone: only the solo run counts
+                        res, finding = self._run_one(rid, spec, m, {})
+                        if res is None:
+                            continue
+                        if finding is None:
+                            st.unconfirmed += 1
+                    results[i].append((rid, res, finding))
+        if solo_rids:
+            for i, m in enumerate(members):
+                refs = {}
+                for rid in solo_rids:
+                    res, finding = self._run_one(rid, spec, m, refs)
+                    if res is not None:
+                        results[i].append((rid, res, finding))
+        return results
 
     def _count(self, case, spec, rid: str, category: str) -> None:
         k = (case.op, case.mode, rid, case.dtype, spec.regime, category)
@@ -227,39 +339,41 @@ class Campaign:
         return key
 
     def _test(self, spec) -> None:
-        """The Hypothesis test function: one spec, every runner (or the shrink target's)."""
+        """The Hypothesis test function: one spec's family, every runner (or the shrink target's)."""
         from hypothesis import target
 
         st = self.state
         if self._out_of_budget():
             return
-        case = self._materialize(spec)
-        refs: dict = {}
-        if st.target is not None:  # shrinking one bucket: only its runner matters
+        members = self._materialize_family(spec)
+        if st.target is not None:  # shrinking one bucket: only its runner, each member alone
             rid = st.target_runner
-            if rid not in self._supported(case):
-                return
-            res, finding = self._run_one(rid, spec, case, refs)
-            if finding is not None and bucket_key(*finding.key) == st.target:
-                st.minimal[st.target] = (case, finding, res)
-                _raise_for(st.target)
+            for case in members:
+                if rid not in self._supported(case):
+                    return
+                res, finding = self._run_one(rid, spec, case, {})
+                if finding is not None and bucket_key(*finding.key) == st.target:
+                    st.minimal[st.target] = (case, finding, res)
+                    _raise_for(st.target)
             return
-        st.cases += 1
+        st.cases += len(members)
         raise_for = None
-        for rid in self._supported(case):
-            res, finding = self._run_one(rid, spec, case, refs)
-            if res is None:
-                continue
-            outcome, verdict = res
-            self._count(case, spec, rid, finding.category if finding else verdict.category)
-            if verdict.max_ratio == verdict.max_ratio and np.isfinite(verdict.max_ratio):
-                target(min(float(verdict.max_ratio), 1e30), label=f"{case.op}:{rid}")
-            if finding is not None:
-                key = self._record(case, spec, outcome, verdict, finding)
-                if self.stop_when is not None and not st.stopped and self.stop_when(finding):
-                    st.stopped, st.cases_at_stop = True, st.cases
-                if key in st.pending and raise_for is None and self.cfg.minimize:
-                    raise_for = (key, rid, case, finding, res)
+        scores: dict[str, float] = {}
+        for case, per_runner in zip(members, self._evaluate_family(spec, members)):
+            for rid, res, finding in per_runner:
+                outcome, verdict = res
+                self._count(case, spec, rid, finding.category if finding else verdict.category)
+                if verdict.max_ratio == verdict.max_ratio and np.isfinite(verdict.max_ratio):
+                    label = f"{case.op}:{rid}"
+                    scores[label] = max(scores.get(label, -np.inf), min(float(verdict.max_ratio), 1e30))
+                if finding is not None:
+                    key = self._record(case, spec, outcome, verdict, finding)
+                    if self.stop_when is not None and not st.stopped and self.stop_when(finding):
+                        st.stopped, st.cases_at_stop = True, st.cases
+                    if key in st.pending and raise_for is None and self.cfg.minimize:
+                        raise_for = (key, rid, case, finding, res)
+        for label, score in scores.items():  # (Hypothesis takes one score per label and example)
+            target(score, label=label)
         self._maybe_flush()
         if raise_for is not None:
             key, rid, case_, finding, res = raise_for
@@ -276,10 +390,10 @@ class Campaign:
         except StoreError as exc:
             raise _Abort(exc) from None
 
-    def _materialize(self, spec):
-        from .strategies import materialize
+    def _materialize_family(self, spec) -> list:
+        from .strategies import materialize_family
 
-        return materialize(spec)
+        return materialize_family(spec, self.family_size(spec))
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -331,7 +445,7 @@ class Campaign:
 
         strategy = case_specs(ops=self.cfg.ops or None, modes=self.cfg.modes or None,
                               dtypes=self.cfg.dtypes or None, regimes=self.cfg.regimes or None,
-                              max_elements=self.cfg.max_elements)
+                              max_elements=self.cfg.max_elements, min_elements=self.cfg.min_elements)
         test = settings(max_examples=EXAMPLES_PER_ROUND, database=None, deadline=None, derandomize=False,
                         phases=[Phase.generate, Phase.target, Phase.shrink], report_multiple_bugs=False,
                         suppress_health_check=list(HealthCheck), print_blob=False)(
@@ -366,6 +480,8 @@ class Campaign:
         self.runners = self._select_runners()
         if not self.runners:
             raise CampaignConfigError(f"no selected runner is available: {self.unavailable}")
+        if self.job is not None:
+            return self._run_job()
         # (Store.create makes the folder, and says clearly why when it cannot)
         info = {"config": self.cfg.to_dict(), "seed": self.cfg.seed, "platform": platform_info(),
                 "runners": sorted(self.runners), "unavailable": dict(self.unavailable)}
@@ -377,6 +493,10 @@ class Campaign:
             except StoreError:
                 self.store.close()
                 raise
+            if isinstance(chk.get("jobs_n"), int) and chk["jobs_n"] >= 1:
+                self.cfg.jobs = chk["jobs_n"]  # a campaign resumes with the jobs it started with
+            elif chk:
+                self.cfg.jobs = 1
             self.store.resume()
             start_round = int(chk.get("round", -1)) + 1
             self.state.cases = int(chk.get("cases", 0))
@@ -385,6 +505,8 @@ class Campaign:
             self._keep_first_cases()  # buckets opened just before the kill
         else:
             self.store = Store.create(self.out, info)
+        if self.cfg.jobs > 1:
+            return self._run_jobs()
         status = "finished"
         r = start_round
         failure: BaseException | None = None
@@ -411,6 +533,118 @@ class Campaign:
             summary = self._conclude(status)
         return summary
 
+    # ------------------------------------------------------------------ --jobs
+
+    def _run_job(self) -> dict[str, Any]:
+        """A job's loop (see `_job_main`): the shared database (joined, no lock), its own rounds, its
+        own checkpoint under `jobs` in the progress row; no conclusion (the parent's)."""
+        from .store import Store
+
+        j, n = self.job
+        self.store = Store.open(self.out, joined=True)
+        chk = (self.store.progress() or {}).get("jobs", {}).get(str(j), {})  # {} in a new campaign
+        r = int(chk.get("next_round", j))
+        self.state.cases = int(chk.get("cases", 0))
+        self.state.elapsed_before = float(chk.get("elapsed", 0.0))
+        self.state.seen = set(self.store.bucket_keys())
+        try:
+            while not self._out_of_budget():
+                self._round(r)
+                self._maybe_flush(force=True)
+                r += n
+                self._job_checkpoint(r)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            try:
+                self._maybe_flush(force=True)
+                self._job_checkpoint(r)
+            finally:
+                for w in self.workers.values():
+                    w.close()
+                self.store.close()
+        return {}
+
+
+    def _job_checkpoint(self, next_round: int) -> None:
+        j, _ = self.job
+        self.store.checkpoint_job(j, {"next_round": next_round, "cases": self.state.cases, "elapsed": self.elapsed(),
+                                      "startup_seconds": self.state.startup_seconds,
+                                      "packed_calls": self.state.packed_calls, "unconfirmed": self.state.unconfirmed})
+
+
+    def _run_jobs(self) -> dict[str, Any]:
+        """The parent of a --jobs campaign: start `cfg.jobs` job processes on the database it holds,
+        report progress from their checkpoints, pass Ctrl-C on, conclude when all are done."""
+        import multiprocessing
+        import signal
+
+        from .store import StoreError
+
+        n = self.cfg.jobs
+        self.store.checkpoint_job(None, totals={"round": -1, "jobs_n": n, "cases": self.state.cases,
+                                                "elapsed": self.elapsed()})
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_job_main, args=(self.cfg.to_dict(), j, n, os.getpid()), daemon=False)
+                 for j in range(n)]
+        status = "finished"
+        failure: BaseException | None = None
+        try:
+            for p in procs:
+                p.start()
+            try:
+                while any(p.is_alive() for p in procs):
+                    for p in procs:
+                        p.join(timeout=1.0 / n)
+                    self._jobs_progress()
+            except KeyboardInterrupt:
+                status = "interrupted"
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGINT)
+                for p in procs:
+                    p.join()
+            codes = [p.exitcode for p in procs]
+            self._jobs_progress()
+            bad = [(j, c) for j, c in enumerate(codes) if c not in (0, None)]
+            if bad:
+                texts = []
+                for j, c in bad:
+                    f = self.out / f"job-{j}.error"
+                    texts.append(f"job {j} exited with {c}: " + (f.read_text() if f.exists() else "(no report)"))
+                if all(c == 4 for _, c in bad):
+                    raise StoreError("; ".join(texts))
+                raise InternalError("\n".join(texts))
+        except BaseException as exc:
+            failure = exc
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+            self.store.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        with self.store:
+            return self._conclude(status)
+
+
+    def _jobs_progress(self) -> None:
+        """Sum the jobs' checkpoints into the campaign's totals (cases, startup, packing counts) and
+        report progress."""
+        jobs = (self.store.progress() or {}).get("jobs", {})
+        if not isinstance(jobs, dict):
+            return
+        vals = [v for v in jobs.values() if isinstance(v, dict)]
+        st = self.state
+        st.cases = sum(int(v.get("cases", 0)) for v in vals)
+        st.startup_seconds = max([float(v.get("startup_seconds", 0.0)) for v in vals] or [0.0])
+        st.packed_calls = sum(int(v.get("packed_calls", 0)) for v in vals)
+        st.unconfirmed = sum(int(v.get("unconfirmed", 0)) for v in vals)
+        st.findings = self.store.summary()["findings"]
+        st.seen = set(self.store.bucket_keys())
+        self.store.checkpoint_job(None, totals={"round": -1, "jobs_n": self.cfg.jobs, "cases": st.cases,
+                                                "elapsed": self.elapsed()})
+        if self.on_progress:
+            self.on_progress(self.progress())
+
     def _keep_first_cases(self) -> None:
         """Give each bucket found in this campaign that has no reproducer yet (the campaign was
         killed or interrupted between its first finding and the end of its round) the case of its
@@ -434,7 +668,10 @@ class Campaign:
         for b in self.store.buckets():
             if b["signature"].startswith("convention:") and b["status"] in ("new", "recurring"):
                 self.store.set_bucket_status(b["key"], "known", known_issue="documented convention of the runner")
-        self.store.finish(status, {"unavailable": dict(self.unavailable), "warnings": warnings},
+        self.store.finish(status, {"unavailable": dict(self.unavailable), "warnings": warnings,
+                                   "startup_seconds": self.state.startup_seconds, "jobs": self.cfg.jobs,
+                                   "pack": self.cfg.pack, "packed_calls": self.state.packed_calls,
+                                   "unconfirmed_packed_findings": self.state.unconfirmed},
                           cases_run=self.state.cases)
         summary = self.store.summary()
         summary["bucket_list"] = self.store.buckets()
@@ -459,3 +696,35 @@ class Campaign:
         except OSError as exc:  # a full disk or read-only folder is the environment's failure, not a bug
             raise StoreError(f"{self.out / 'report.html'}: cannot write the report ({exc.strerror or exc}); "
                              f"the findings are stored") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# --jobs: one campaign process per core, sharing the database
+
+
+def _job_main(cfg_dict: dict, job: int, jobs: int, parent: int) -> None:
+    """Entry point of a job process (multiprocessing, spawn): run rounds job, job + jobs, ... of
+    the campaign in `cfg_dict["out"]`, whose parent holds the database's writer lock. Exit status
+    0 (done or interrupted), 3 (an error of normfuzz; traceback in `job-N.error`), 4 (a StoreError)."""
+    import signal
+    import traceback
+
+    from .store import StoreError
+    from .worker import _die_with_parent
+
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    cfg = CampaignConfig(**cfg_dict)
+    if cfg.max_cases is not None:
+        cfg.max_cases = cfg.max_cases // jobs + (1 if job < cfg.max_cases % jobs else 0)
+    err = Path(cfg.out) / f"job-{job}.error"
+    try:
+        Campaign(cfg, job=(job, jobs)).run()
+    except KeyboardInterrupt:
+        pass
+    except StoreError as exc:
+        err.write_text(f"StoreError: {exc}\n")
+        os._exit(4)
+    except BaseException:  # noqa: BLE001 - reported by the parent
+        err.write_text(traceback.format_exc())
+        os._exit(3)

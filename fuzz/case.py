@@ -185,6 +185,27 @@ class Case:
             entry["data"] = base64.b64encode(self.inputs[entry["name"]].data).decode("ascii")
         return json.dumps(doc, allow_nan=False)
 
+    def to_wire(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The case as (metadata, arrays) for a framing that carries raw buffers (`fuzz.wire`): no
+        base64, no copy beyond the framing's own; `from_wire` inverts it."""
+        return self._metadata(), dict(self.inputs)
+
+    @classmethod
+    def from_wire(cls, meta: Any, arrays: Mapping[str, np.ndarray], *, check_id: bool = True) -> Case:
+        """The case `to_wire` gave; raises `CaseFormatError` on anything malformed (the arrays must be
+        the ones the metadata lists, with its dtypes and shapes)."""
+        source = "case message"
+        header, specs = _parse_document(meta, source, embedded=False)
+        if sorted(s.name for s in specs) != sorted(arrays):
+            raise CaseFormatError(f"{source}: arrays {sorted(arrays)} do not match the inputs "
+                                  f"{sorted(s.name for s in specs)}")
+        for spec in specs:
+            a = arrays[spec.name]
+            if a.dtype != spec.dtype or tuple(a.shape) != tuple(spec.shape):
+                raise CaseFormatError(f"{source}: input {spec.name!r} is {a.dtype.str} {list(a.shape)}; "
+                                      f"the metadata says {spec.dtype.str} {list(spec.shape)}")
+        return _build(header, dict(arrays), source, check_id=check_id)
+
     @classmethod
     def from_json(cls, text: str | bytes, *, check_id: bool = True) -> Case:
         """Parse `to_json()` output; raises `CaseFormatError` on anything malformed.

@@ -244,8 +244,28 @@ def _configure_campaign(parser: argparse.ArgumentParser) -> None:
                         help="TOML file of known issues with upstream links (default: normfuzz's own "
                              "fuzz/known_issues.toml; 'none' for no file)")
     parser.add_argument("--no-minimize", action="store_true", help="keep each new bucket's first case unshrunk")
+    parser.add_argument("--jobs", type=_positive_int, default=_cores(), metavar="N",
+                        help=f"campaign processes, one per core (default: the usable cores, here {_cores()})")
+    parser.add_argument("--pack", type=_positive_int, default=DEFAULT_PACK, metavar="K",
+                        help=f"cases drawn per Hypothesis example and evaluated in one framework call when "
+                             f"they pack (default {DEFAULT_PACK}; 1: every case alone)")
+    parser.add_argument("--max-elements", type=_positive_int, default=4096, metavar="N",
+                        help="the most elements of a case's data input (default 4096; the 'long' regime ignores it)")
+    parser.add_argument("--min-elements", type=_positive_int, default=1, metavar="N",
+                        help="the fewest elements of a case's data input (large-case campaigns; default 1)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+DEFAULT_PACK = 16  # fuzz.campaign.DEFAULT_PACK (not imported: the parser must not import numpy)
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity), the default of --jobs."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 DEFAULT_KNOWN_ISSUES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "known_issues.toml")
@@ -327,7 +347,8 @@ def _refuse_changed_settings(args: argparse.Namespace, cfg) -> None:
     stored = {"ops": cfg.ops, "modes": cfg.modes, "runners": cfg.runners, "runner": cfg.plugins,
               "dtypes": cfg.dtypes, "regimes": cfg.regimes, "seed": cfg.seed, "timeout": cfg.timeout,
               "memory_mb": cfg.memory_mb, "known_issues": cfg.known_issues, "baseline": cfg.baseline,
-              "no_minimize": not cfg.minimize}
+              "no_minimize": not cfg.minimize, "pack": cfg.pack, "max_elements": cfg.max_elements,
+              "min_elements": cfg.min_elements}
     default = build_parser().parse_args(["campaign", "--out", args.out])
     changed = [f"--{name.replace('_', '-')} {getattr(args, name)!r} (stored: {value!r})"
                for name, value in stored.items()
@@ -368,7 +389,10 @@ def _run_campaign(args: argparse.Namespace) -> int:
                              max_cases=args.cases, seed=args.seed, timeout=args.timeout, memory_mb=args.memory_mb,
                              known_issues=None if args.known_issues == "none" else args.known_issues,
                              baseline=args.baseline,
-                             minimize=not args.no_minimize)
+                             minimize=not args.no_minimize, pack=args.pack, jobs=args.jobs,
+                             max_elements=args.max_elements, min_elements=args.min_elements)
+        if args.min_elements > args.max_elements:
+            raise UsageError(f"--min-elements {args.min_elements} exceeds --max-elements {args.max_elements}")
     show = _progress_printer(not args.quiet and sys.stderr.isatty())
     try:
         camp = Campaign(cfg, resume=args.resume, on_progress=show, write_report=not args.no_report)

@@ -87,6 +87,7 @@ class Worker:
         self.restarts = 0
         self._fds: tuple[int, int] | None = None
         self._stderr = None
+        self._t0 = 0.0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -230,17 +231,29 @@ class Worker:
     def run(self, case, *, expected: Mapping[str, tuple[int, ...]] | None = None) -> Outcome:
         """Run `case`; always an Outcome (see module docstring). `expected` maps output names to
         shapes: an unknown name or a wrong shape is BAD_OUTPUT."""
+        failed = self.submit(case)
+        return failed if failed is not None else self.collect(case, expected=expected)
+
+    def submit(self, case) -> Outcome | None:
+        """Send `case` to the worker and return at once (the worker computes while the caller does
+        other work: the oracle, other runners); `collect` waits for its answer. Returns the
+        CRASHED outcome instead when the worker cannot take the case (it died)."""
         if self.proc is None:
             if self._fds is None and self.version:
                 self.restarts += 1
             self.start()
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         try:
-            write_message(self._fds[0], {"case": case.to_json()})
+            meta, arrays = case.to_wire()
+            write_message(self._fds[0], {"case": meta}, arrays)
         except (BrokenPipeError, OSError):
-            o = self._death(t0)
-            return _with_case(o, case.id)
-        got = self._wait(self.timeout)
+            return _with_case(self._death(self._t0), case.id)
+        return None
+
+    def collect(self, case, *, expected: Mapping[str, tuple[int, ...]] | None = None) -> Outcome:
+        """The outcome of the case last `submit`ted (see `run`)."""
+        t0 = self._t0
+        got = self._wait(self.timeout - (time.perf_counter() - t0))
         if got is None:
             self._kill()
             return Outcome(self.runner_id, case.id, "TIMEOUT", detail=f"no answer within {self.timeout:g}s; worker killed",

@@ -724,7 +724,7 @@ class Store:
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, readonly: bool = False, timeout: float = 5.0,
-             synchronous: str = "NORMAL") -> Store:
+             synchronous: str = "NORMAL", joined: bool = False) -> Store:
         """Open an existing database (`path`: its campaign folder or the file).
 
         Refuses with `StoreError`, without modifying the file: a missing file, a file that is not
@@ -733,6 +733,9 @@ class Store:
         the folder's writer lock: a second writing process is refused with the holder's pid.
         readonly=True never writes the database (SQLite may create its -wal/-shm side files when
         the folder is writable); in a read-only folder with no pending log it reads the file as is.
+        joined=True opens a writer *without* the lock, for a job process of a campaign whose parent
+        process holds it (`--jobs`): SQLite serializes the jobs' transactions, each of which is
+        atomic (a finding and its bucket, a job's checkpoint), and the jobs die with the parent.
         """
         db = database_path(path)
         if not db.exists():
@@ -746,7 +749,7 @@ class Store:
             cls._connect(db, readonly=True, timeout=timeout, synchronous="NORMAL", lock=None)._close_now()
         sync = _synchronous(synchronous)
         lock = None
-        if not readonly:
+        if not readonly and not joined:
             lock = _WriterLock(db)
             lock.acquire(db)
         try:
@@ -1146,6 +1149,30 @@ class Store:
         self._pending_counts.clear()
         self._pending_unsupported.clear()
 
+    def checkpoint_job(self, job: int | None, state: Mapping[str, Any] | None = None,
+                       totals: Mapping[str, Any] | None = None) -> None:
+        """Save job `job`'s resume state under `jobs` in the progress row (read, updated and written
+        in one transaction, so concurrent jobs never lose each other's state), with the pending
+        counters; `totals` (JSON-serializable) are merged at the top level of the state (the
+        parent's cases and elapsed; job None writes only those). Leaves the campaign's clock and
+        cases_run to the parent."""
+        state_json = _dumps(dict(state or {}), "checkpoint state")
+        _dumps(dict(totals or {}), "checkpoint totals")
+        with self._write("save a job checkpoint") as conn:
+            self._write_pending(conn)
+            row = conn.execute("SELECT state FROM progress WHERE id = 1").fetchone()
+            full = _loads(row[0]) if row else {}
+            full = full if isinstance(full, dict) else {}
+            jobs = full.get("jobs") if isinstance(full.get("jobs"), dict) else {}
+            if job is not None:
+                jobs[str(int(job))] = json.loads(state_json)
+            full.update(dict(totals or {}))
+            full["jobs"] = jobs
+            conn.execute("INSERT OR REPLACE INTO progress (id, state, updated_at) VALUES (1, ?, ?)",
+                         (_dumps(full, "checkpoint state"), _now()))
+        self._pending_counts.clear()
+        self._pending_unsupported.clear()
+
     def _update_clock(self, conn: sqlite3.Connection, cases_run: int | None) -> None:
         if cases_run is not None:
             conn.execute("UPDATE campaign SET cases_run = ? WHERE id = ?", (cases_run, self._campaign_id))
@@ -1324,12 +1351,16 @@ class Store:
         by_status = dict(self._rows("summarize", "SELECT status, count(*) FROM buckets GROUP BY status"))
         unsupported = self._rows("summarize", "SELECT coalesce(sum(count), 0) FROM unsupported")[0][0]
         seconds = float(c["seconds"])
+        extra = c["extra"] if isinstance(c["extra"], dict) else {}
+        startup = extra.get("startup_seconds")
         return {
             "campaign_id": c["id"],
             "status": c["status"],
             "cases_run": c["cases_run"],
             "seconds": seconds,
             "cases_per_second": c["cases_run"] / seconds if seconds > 0 else None,
+            "startup_seconds": float(startup) if isinstance(startup, (int, float)) else None,
+            "jobs": int(extra.get("jobs", 1)) if isinstance(extra.get("jobs", 1), int) else 1,
             "results": results,
             "findings": sum(by_category.values()),
             "findings_by_category": by_category,

@@ -82,11 +82,12 @@ momentum: common values (0.1, 0.99, 0.9, 0.01, 0, 1), None (cumulative average),
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import prod
 from typing import Any, Mapping, Sequence
 
@@ -100,7 +101,7 @@ from .case import Case
 
 __all__ = [
     "REGIMES", "DEFAULT_REGIMES", "DTYPE_NAMES", "PARAM_KINDS", "RUNNING_KINDS", "CaseSpec",
-    "case_specs", "materialize", "reduction_length", "large_mean_ratios", "applicable_regimes",
+    "case_specs", "materialize", "materialize_family", "member_seed", "reduction_length", "large_mean_ratios", "applicable_regimes",
 ]
 
 #: Regimes, simplest first (shrinking moves toward the first).
@@ -419,6 +420,7 @@ class _Config:
     max_elements: int
     max_reduction: int
     max_long_elements: int
+    min_elements: int = 1
 
 
 def _draw_shape(draw, op: str, regime: str, attrs: dict, *, total: int, n_lo: int, n_hi: int,
@@ -497,6 +499,33 @@ def _draw_shape(draw, op: str, regime: str, attrs: dict, *, total: int, n_lo: in
     raise _choices("op", op, list(OPS))
 
 
+def _free_axis(op: str, shape: tuple[int, ...], attrs: Mapping) -> int:
+    """The axis `_grow` stretches: one that no reduction set spans where the op has one (BatchNorm's
+    channels, the batch of InstanceNorm and GroupNorm, a leading dim of LayerNorm and RMSNorm, an
+    axis outside MVN's and L2's axes, weight norm's output dim), else axis 0."""
+    r = len(shape)
+    if op == "batch_norm":
+        return _channel_axis(shape, attrs)
+    if op in ("instance_norm", "group_norm"):
+        return 0
+    if op == "weight_norm":
+        return attrs["dim"] % r
+    reduced = set(_geometry(op, shape, attrs).axes)
+    return next((i for i in range(r) if i not in reduced), 0)
+
+
+def _grow(op: str, shape: tuple[int, ...], attrs: Mapping, least: int) -> tuple[int, ...]:
+    """`shape` with its free axis (`_free_axis`) stretched so that it has at least `least` elements
+    (the drawn dims elsewhere are kept: large cases keep the drawn reduction sets' geometry)."""
+    if prod(shape) >= least:
+        return shape
+    a = _free_axis(op, shape, attrs)
+    rest = prod(shape) // shape[a]
+    dims = list(shape)
+    dims[a] = -(-least // rest)
+    return tuple(dims)
+
+
 def _eps_modes(op: str, regime: str) -> tuple[str, ...]:
     ms = EPS_MODES[op]
     return tuple(m for m in ms if m != "none") if regime == "var_near_eps" else ms
@@ -521,6 +550,8 @@ def _specs(draw, cfg: _Config) -> CaseSpec:
         n_lo, n_hi = (2 if needs_two else 1), min(cfg.max_reduction, total)
     attrs: dict[str, Any] = {}
     shape = _draw_shape(draw, op, regime, attrs, total=total, n_lo=n_lo, n_hi=n_hi, long=long)
+    if not long and cfg.min_elements > 1:
+        shape = _grow(op, shape, attrs, -(-cfg.min_elements // steps))
     geo = _geometry(op, shape, attrs)
     attrs["eps"] = draw(_eps_strategy(op, dtype, regime, geo.eps_mode, geo.n, mode.startswith("inference")))
 
@@ -572,7 +603,7 @@ def case_specs(*, ops: Sequence[str] | None = None, modes: Sequence[str] | None 
                dtypes: Sequence[str] | None = None,
                regimes: Sequence[str] | Mapping[str, int] | None = None,
                max_elements: int = 4096, max_reduction: int | None = None,
-               max_long_elements: int = MAX_LONG_ELEMENTS) -> st.SearchStrategy[CaseSpec]:
+               max_long_elements: int = MAX_LONG_ELEMENTS, min_elements: int = 1) -> st.SearchStrategy[CaseSpec]:
     """Strategy for `CaseSpec`s of the oracle's (op, mode) pairs (module docstring for the regimes).
 
     ops, modes, dtypes: restrict to these (None: all); a mode applies to every selected op that has
@@ -580,7 +611,10 @@ def case_specs(*, ops: Sequence[str] | None = None, modes: Sequence[str] | None 
     `DEFAULT_REGIMES`. A pair draws only the regimes that apply to it (`applicable_regimes`).
     max_elements: the most elements of the data input (xs: all steps together); max_reduction: the
     longest reduction set (default max_elements); the "long" regime ignores both and uses
-    reduction lengths of 4,096 to 20,000 within max_long_elements (>= 8,192).
+    reduction lengths of 4,096 to 20,000 within max_long_elements (>= 8,192). min_elements: the
+    fewest elements of the data input (large-case campaigns): a drawn shape with fewer has one
+    axis that no reduction set spans stretched (`_grow`; "long" cases are left as drawn), so a
+    case may then exceed max_elements by less than one slice of that axis.
     Raises ValueError at once for an unknown name or an empty selection, listing the valid choices.
     """
     for name, value in (("ops", ops), ("modes", modes), ("dtypes", dtypes), ("regimes", regimes)):
@@ -627,6 +661,8 @@ def case_specs(*, ops: Sequence[str] | None = None, modes: Sequence[str] | None 
     for name, value, least in (("max_elements", max_elements, 8), ("max_long_elements", max_long_elements, 8192)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ValueError(f"{name}={value!r} is invalid: expected an int >= {least}")
+    if not isinstance(min_elements, int) or isinstance(min_elements, bool) or not 1 <= min_elements <= max_elements:
+        raise ValueError(f"min_elements={min_elements!r} is invalid: expected an int in [1, max_elements={max_elements}]")
     if max_reduction is None:
         max_reduction = max_elements
     if not isinstance(max_reduction, int) or isinstance(max_reduction, bool) or max_reduction < 2:
@@ -641,7 +677,7 @@ def case_specs(*, ops: Sequence[str] | None = None, modes: Sequence[str] | None 
         raise ValueError(f"regimes={sorted(weights)} apply to none of the pairs {pairs}: 'invalid' applies "
                          f"only to {sorted(_INVALID_MODES)}")
     cfg = _Config(tuple(p for p in pairs if p in per_pair), dts, per_pair, max_elements, max_reduction,
-                  max_long_elements)
+                  max_long_elements, min_elements)
     return _specs(cfg)
 
 
@@ -859,3 +895,37 @@ def materialize(spec: CaseSpec) -> Case:
     if spec.regime == "nonfinite":
         _inject_nonfinite(inputs, "xs" if mode == "training_steps" else xname, rng)
     return Case(op, mode, dtype, inputs, spec.attrs)
+
+
+#: Inputs that the members of a family share (identical arrays), per op: LayerNorm and RMSNorm
+#: pack along the batch, where the parameters are common to every sample (`fuzz.packing`).
+FAMILY_SHARED = {"layer_norm": ("gamma", "beta", "tgamma", "tbeta"), "rms_norm": ("weight", "tweight")}
+
+
+def member_seed(seed: int, i: int) -> int:
+    """The numpy seed of member `i` of the family of a spec with `seed` (member 0: `seed` itself)."""
+    if i == 0:
+        return seed
+    digest = hashlib.sha256(f"normfuzz-family:{seed}:{i}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def materialize_family(spec: CaseSpec, size: int) -> list[Case]:
+    """`size` cases of one signature from one spec: member 0 is `materialize(spec)`, member i the
+    spec with seed `member_seed(spec.seed, i)` (its own data, statistics, cotangents and tangents),
+    with the inputs of `FAMILY_SHARED` taken from member 0. One Hypothesis example thus yields a
+    family that `fuzz.packing` can evaluate in one framework call; shrinking the spec shrinks every
+    member (shape, regime, parameters), and member i is an ordinary case (stored and replayed as
+    any other)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size={size!r} is invalid: expected an int >= 1")
+    first = materialize(spec)
+    out = [first]
+    shared = FAMILY_SHARED.get(spec.op, ())
+    for i in range(1, size):
+        c = materialize(replace(spec, seed=member_seed(spec.seed, i)))
+        common = {n: first.inputs[n] for n in shared if n in c.inputs}
+        if common:
+            c = Case(c.op, c.mode, c.dtype, {**c.inputs, **common}, c.attrs)
+        out.append(c)
+    return out

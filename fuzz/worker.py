@@ -84,7 +84,7 @@ def serve(spec: str, runner_id: str, fd_in: int, fd_out: int) -> int:
             return 0
         t0 = time.perf_counter()
         try:
-            case = Case.from_json(header["case"], check_id=False)
+            case = Case.from_wire(header["case"], arrays, check_id=False)
             try:
                 outputs = runner.run(case)
             except Unsupported as e:

@@ -99,10 +99,10 @@ class RecordingCampaign(Campaign):
         super().__init__(*a, **kw)
         self.cases: list[Case] = []
 
-    def _materialize(self, spec):
-        case = super()._materialize(spec)
-        self.cases.append(case)
-        return case
+    def _materialize_family(self, spec):
+        cases = super()._materialize_family(spec)
+        self.cases.extend(cases)
+        return cases
 
 
 def counts_by_runner(store: Store) -> dict[str, Counter]:
