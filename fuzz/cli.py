@@ -350,9 +350,13 @@ def _refuse_changed_settings(args: argparse.Namespace, cfg) -> None:
               "no_minimize": not cfg.minimize, "pack": cfg.pack, "max_elements": cfg.max_elements,
               "min_elements": cfg.min_elements}
     default = build_parser().parse_args(["campaign", "--out", args.out])
+    def given(name: str):  # as CampaignConfig stores it ('none' is no known-issues file)
+        v = getattr(args, name)
+        return None if name == "known_issues" and v == "none" else v
+
     changed = [f"--{name.replace('_', '-')} {getattr(args, name)!r} (stored: {value!r})"
                for name, value in stored.items()
-               if getattr(args, name) != getattr(default, name) and getattr(args, name) != value]
+               if getattr(args, name) != getattr(default, name) and given(name) != value]
     if changed:
         raise UsageError(f"--resume continues the campaign in {args.out} with its stored configuration, and "
                          f"{'; '.join(changed)} differ{'s' if len(changed) == 1 else ''} from it: only --budget "
