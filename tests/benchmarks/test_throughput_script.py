@@ -1,0 +1,94 @@
+"""benchmarks/throughput.py: its measurement functions run and return what the report is built from.
+
+No timing assertions (the numbers depend on the machine); the checks are on the structure and on
+the counts, and that the naive baseline's framework calls compute the op it claims (otherwise its
+mismatch counts would be meaningless).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("normfuzz_bench_throughput", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclass/annotation lookups need the module registered
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.timeout(60)
+def test_naive_baseline_runs_five_examples(bench):
+    r = bench.naive_baseline("layer_norm", "small", examples=5)
+    assert set(r) == {"op", "size", "examples", "seconds", "cases_per_s", "mismatches", "raised"}
+    assert (r["op"], r["size"], r["examples"]) == ("layer_norm", "small", 5)
+    assert r["seconds"] > 0 and r["cases_per_s"] > 0
+    for counts in (r["mismatches"], r["raised"]):
+        assert set(counts) == {"torch", "tf", "ort"}
+        assert all(0 <= n <= 5 for n in counts.values())
+
+
+def test_naive_baseline_refuses_large(bench):
+    with pytest.raises(ValueError, match="small"):
+        bench.naive_baseline("layer_norm", "large", examples=5)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("op", ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"])
+def test_naive_framework_calls_compute_the_reference(bench, op):
+    """On well-conditioned data every framework call of the naive test agrees with its float64
+    reference far inside the naive tolerance: the baseline's calls and reference are the same op."""
+    fw = bench._NaiveFrameworks()
+    rng = np.random.default_rng(3)
+    for shape, a in (((3, 6, 5), {"eps": 1e-5, "k": 2, "groups": 3}), ((2, 4, 3, 2), {"eps": 1e-3, "k": 1, "groups": 2})):
+        x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+        pshape = shape[len(shape) - a["k"]:] if op in ("layer_norm", "rms_norm") else (shape[1],)
+        gamma = rng.standard_normal(pshape).astype(np.float32)
+        beta = None if op == "rms_norm" else rng.standard_normal(pshape).astype(np.float32)
+        ref = bench._naive_reference(op, x, gamma, beta, a)
+        for run in (fw.run_torch, fw.run_tf, fw.run_ort):
+            np.testing.assert_allclose(run(op, x, gamma, beta, a), ref, rtol=1e-5, atol=1e-5, err_msg=run.__name__)
+
+
+@pytest.mark.timeout(60)
+def test_raw_floor_on_three_small_cases(bench):
+    r = bench.raw_floor("batch_norm", "small", cases=3, seed=1)
+    assert (r["op"], r["mode"], r["size"], r["cases"]) == ("batch_norm", "training", "small", 3)
+    assert 1 <= r["elements"]["min"] <= r["elements"]["max"] <= 4096
+    assert set(r["runners"]) == {"torch.functional", "tf.nn", "ort"}
+    timed_any = False
+    for s in r["runners"].values():
+        assert {"timed", "unsupported", "raised", "mean_s", "warm_mean_s"} <= set(s)
+        assert s["timed"] + s["unsupported"] == 3 and 0 <= s["raised"] <= s["timed"]
+        if s["timed"]:
+            timed_any = True
+            assert s["mean_s"] > 0 and s["warm_mean_s"] > 0
+        else:
+            assert s["mean_s"] is None
+    assert timed_any and r["floor_s"] > 0 and r["floor_warm_s"] > 0
+
+
+def test_bench_runners_uses_keras_for_rms_norm(bench):
+    assert bench.bench_runners("layer_norm") == ["torch.functional", "tf.nn", "ort"]
+    assert bench.bench_runners("rms_norm") == ["torch.functional", "keras", "ort"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_tree_rss_counts_this_process(bench):
+    rss, n = bench.tree_rss(os.getpid())
+    assert n >= 1 and rss > 10 * 2**20  # this interpreter with numpy alone holds more than 10 MiB
