@@ -94,7 +94,8 @@ def score_one(runner: VariantRunner, *, max_cases: int = 2000, seed: int = 0, ti
 
     with tempfile.TemporaryDirectory(prefix="normfuzz-selftest-") as d:
         cfg = CampaignConfig(out=d, ops=[v.op], modes=list(v.modes), dtypes=list(v.dtypes), runners=[runner.id],
-                             plugins=[SPEC], max_cases=max_cases, seed=seed, timeout=timeout, minimize=False)
+                             plugins=[SPEC], max_cases=max_cases, seed=seed, timeout=timeout, minimize=False,
+                             pack=1)  # the score counts distinct drawn cases to detection, one per example
         c = Campaign(cfg, stop_when=stop, write_report=False)
         t0 = time.perf_counter()
         c.run()

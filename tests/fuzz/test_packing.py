@@ -136,13 +136,16 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.mark.parametrize("op,mode", [("batch_norm", "training"), ("group_norm", "forward"), ("layer_norm", "forward"),
-                                     ("instance_norm", "vjp"), ("weight_norm", "vjp"), ("rms_norm", "jvp")])
+                                     ("instance_norm", "vjp"), ("group_norm", "vjp"), ("rms_norm", "jvp")])
 def test_torch_packed_outputs_are_members_outputs(op, mode):
-    """torch.functional on a packed case, cut, returns each member's outputs alone (close to
-    rounding: a kernel may pick another blocking for a longer axis, within the error bound)."""
+    """torch.functional on a packed case, cut: where a member alone disagrees with the oracle, its
+    part of the packed call disagrees too (packing does not hide it). The converse need not hold: a
+    kernel may take another path for more channels, e.g. float32 InstanceNorm backward with 1x1
+    spatial dims (exact dx = 0) is within bound alone and not packed; the campaign re-runs such a
+    member alone and records nothing (tests/fuzz/test_throughput.py)."""
     from fuzz.compare import compare
     from fuzz.outcome import Outcome
-    from fuzz.runners.base import FrameworkRaised
+    from fuzz.runners.base import FrameworkRaised, Unsupported
     from fuzz.runners.torch_runner import runners
 
     r = {x.id: x for x in runners()}["torch.functional"]
@@ -157,12 +160,13 @@ def test_torch_packed_outputs_are_members_outputs(op, mode):
         try:
             parts = split(p, r.run(packed))
             alones = [r.run(m) for m in members]
-        except FrameworkRaised:  # e.g. BatchNorm training with one value per channel
-            continue
+        except (FrameworkRaised, Unsupported):  # one value per channel in training; a running-variance
+            continue                            # estimator torch does not have
         for m, part, alone in zip(members, parts, alones):
             assert set(part) == set(alone)
             ref = reference(m, r.conventions_for(op, m.attrs).precision(m.dtype))
             v = compare(m, Outcome("torch.functional", m.id, "OK", outputs=part), ref)
-            assert v.category == "agree", (spec, v)
+            w = compare(m, Outcome("torch.functional", m.id, "OK", outputs=alone), ref)
+            assert w.category == "agree" or v.category != "agree", (spec, v, w)
         checked += 1
     assert checked >= 3

@@ -163,7 +163,9 @@ def test_campaign_against_every_fault_keeps_going_and_counts_add_up(tmp_path):
     runners = [*DETERMINISTIC_FAULTS, *HISTORY_FAULTS, *HONEST_FAULTY]
     cfg = CampaignConfig(out=str(tmp_path / "c"), ops=["layer_norm"], modes=["forward"],
                          dtypes=["float32", "float64"], runners=runners, plugins=[FAULTY], timeout=1.0,
-                         memory_mb=160, max_cases=FAULT_CASES, seed=1, minimize=False)
+                         memory_mb=160, max_cases=FAULT_CASES, seed=1, minimize=False, pack=1)
+    # pack=1: these faults fire by case id or by the worker's call count, so a packed call (another
+    # case, one more call) would fire them elsewhere; packing has its own tests (test_throughput.py)
     camp = RecordingCampaign(cfg, write_report=False)
     summary = camp.run()
     assert summary["status"] == "finished" and summary["unavailable"] == {}
@@ -296,7 +298,7 @@ def test_failures_that_do_not_replay_are_kept_unshrunk(tmp_path):
                "faulty.random_exception.often"]
     cfg = CampaignConfig(out=str(tmp_path / "c"), ops=["layer_norm"], modes=["forward"],
                          dtypes=["float32", "float64"], runners=runners, plugins=[FAULTY], timeout=5.0,
-                         memory_mb=160, max_cases=40, seed=3)
+                         memory_mb=160, max_cases=40, seed=3, pack=1)  # (per-case faults: see above)
     summary = Campaign(cfg, write_report=False).run()
     assert summary["status"] == "finished" and summary["cases_run"] == 40
     check_consistent(tmp_path / "c" / DB_NAME)
@@ -328,7 +330,7 @@ def test_a_killed_campaign_takes_its_hung_workers_with_it(tmp_path):
     for the hour of its hang)."""
     out = tmp_path / "c"
     p = subprocess.Popen([sys.executable, "-m", "fuzz", "campaign", "--out", str(out), "--runner", FAULTY,
-                          "--runners", "faulty.hang", "--ops", "layer_norm", "--modes", "forward",
+                          "--jobs", "1", "--runners", "faulty.hang", "--ops", "layer_norm", "--modes", "forward",
                           "--dtypes", "float32", "--cases", "3", "--timeout", "600", "--quiet", "--no-report"],
                          cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -450,7 +452,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
     db = out / DB_NAME
     argv = ["campaign", "--out", str(out), "--runner", FAULTY, "--runners", KILL_RUNNERS, "--ops", "layer_norm",
             "--modes", "forward", "--dtypes", "float32,float64", "--cases", str(KILL_CASES), "--seed", "5",
-            "--quiet", "--no-report"]
+            "--quiet", "--no-report", "--jobs", "1"]
     committed: dict[tuple[str, str], str] = {}
     kills, log = 0, []
     for event, k in kill_schedule(20240611):
@@ -510,7 +512,8 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
 # The environment fails: full disk, read-only folder, locked database
 
 CAMPAIGN_ARGS = ["--runner", FAULTY, "--ops", "layer_norm", "--modes", "forward", "--dtypes", "float32,float64",
-                 "--runners", "faulty.none,faulty.random_exception.often", "--quiet", "--no-report"]
+                 "--runners", "faulty.none,faulty.random_exception.often", "--quiet", "--no-report", "--jobs", "1"]
+# (--jobs 1: these tests follow one campaign process and its workers; --jobs has tests of its own)
 
 # `normfuzz` under a file-size limit (the disk filling up: write() fails with EFBIG, as it would
 # with ENOSPC; SIGXFSZ ignored, so the limit is an error and not a kill).
