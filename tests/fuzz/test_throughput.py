@@ -92,6 +92,19 @@ class CaseRecorder(Campaign):
         return cases
 
 
+def test_packed_campaigns_are_deterministic(tmp_path):
+    """Same seed, same families, same packed calls, same findings and minimal reproducers."""
+    runs = []
+    for name in ("a", "b"):
+        camp = CaseRecorder(config(tmp_path / name, ["packing.member_wrong", "packing.big_wrong"], max_cases=120,
+                                   pack=8, seed=3), write_report=False)
+        camp.run()
+        with Store.open(tmp_path / name, readonly=True) as s:
+            runs.append(([c.id for c in camp.cases], sorted((b["key"], b["min_case_id"], b["count"]) for b in s.buckets()),
+                         camp.state.packed_calls, camp.state.unconfirmed))
+    assert runs[0] == runs[1] and runs[0][1] and runs[0][2] > 0
+
+
 def test_minimization_runs_unpacked(tmp_path):
     """A new bucket from a packed family is shrunk one case at a time: its minimal reproducer is
     a single case, as small as the bucket allows."""
