@@ -99,7 +99,7 @@ class Verdict:
 def check_output(name: str, actual: np.ndarray, ref: np.ndarray, bound: np.ndarray, dtype: str) -> OutputCheck:
     """Judge one output array (shapes must match; the caller checks)."""
     ratio = error_ratio(actual, ref, bound, dtype)
-    a = np.asarray(actual).astype(oracles.EXT)
+    a = np.asarray(actual).astype(np.asarray(ref).dtype)  # the oracle's working type (float64 or EXT)
     constrained = ~np.isinf(bound)  # an unconstrained element agrees whatever it holds (error_ratio)
     with np.errstate(invalid="ignore"):
         pattern = constrained & ((np.isnan(a) ^ np.isnan(ref))

@@ -6,7 +6,10 @@ Typed functions (every convention an explicit argument; docstrings give the form
     layer_norm, group_norm, instance_norm, rms_norm, mean_variance_normalization,
     l2_normalize, weight_norm (each with _vjp and _jvp)
 The case-level entry point is `evaluate(op, mode, inputs, attrs, precision)` (see `registry`).
-Results are numpy arrays of dtype `EXT` (numpy.longdouble).
+Results are numpy arrays of the evaluation's working type: `evaluate` works in numpy.float64 for
+cases whose formats are all float32 or narrower and in `EXT` (numpy.longdouble) otherwise
+(`Precision.working_type`; `working=` forces one); the typed functions work in `EXT` unless called
+inside `oracles.dtypes.working(t)`.
 """
 
 from .op_batch_norm import (
@@ -24,7 +27,7 @@ from .op_batch_norm import (
     ibp as batch_norm_ibp,
     second_derivative_bounds as batch_norm_second_derivative_bounds,
 )
-from .dtypes import DTYPES, EXT, round_to
+from .dtypes import DTYPES, EXT, round_to, work, working
 from .errormodel import Precision, error_ratio
 from .errors import OracleInputError
 from .op_group_norm import group_norm, group_norm_jvp, group_norm_vjp

@@ -10,9 +10,10 @@ meaning) in which it is an instance of one generic map over a set of reduction a
     y   = gamma * xhat + beta      gamma, beta broadcast in the working view
 
 with the variance always the *biased* (population) one: normalization divides by n. All arithmetic is
-in `EXT` (>= 64-bit significand); the statistics use the corrected two-pass algorithm (Chan, Golub and
-LeVeque 1983) so that their error is a few units of 2**-64 relative to the data's spread, not to its
-magnitude (docs/error-model.md derives the oracle's own error).
+in the working type `work()` (`EXT`, >= 64-bit significand, unless the evaluation chose float64, see
+`oracles.dtypes`); the statistics use the corrected two-pass algorithm (Chan, Golub and LeVeque
+1983) so that their error is a few units of the working type's roundoff relative to the data's
+spread, not to its magnitude (docs/error-model.md derives the oracle's own error).
 
 NaN/Inf semantics, as IEEE arithmetic on the formula gives them: a NaN anywhere in a reduction set
 makes every output of that set NaN, statistics included. A +-Inf in a set of a *centered* op makes
@@ -25,12 +26,12 @@ non-finite gamma/beta act elementwise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .dtypes import EXT
+from .dtypes import quiet, work
 from .errors import require
 
 #: eps conventions: how epsilon enters the scale r(v).
@@ -77,20 +78,20 @@ StatsFn = Callable[[np.ndarray, "Norm"], "tuple[np.ndarray, np.ndarray]"]
 
 
 def accurate_stats(x: np.ndarray, norm: Norm) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, v) over `norm.axes` (keepdims) in EXT; mean is 0 for uncentered ops.
+    """(mean, v) over `norm.axes` (keepdims) in the working type; mean is 0 for uncentered ops.
 
     Centered: corrected two-pass. m0 = sum(x)/n; refine m = m0 + sum(x - m0)/n; with d = x - m,
-    v = (sum(d**2) - sum(d)**2/n) / n_s. The refinement makes the mean's error a few ulps (EXT) of
-    |mean| plus ulps of the spread, and the correction term removes the first-order effect of what
-    error remains (Chan, Golub, LeVeque, "Algorithms for computing the sample variance", 1983).
+    v = (sum(d**2) - sum(d)**2/n) / n_s. The refinement makes the mean's error a few ulps (of the
+    working type) of |mean| plus ulps of the spread, and the correction term removes the
+    first-order effect of what error remains (Chan, Golub, LeVeque, "Algorithms for computing the sample variance", 1983).
     Uncentered: v = sum(x**2) / n_s.
     """
     axes = norm.axes
     n = reduction_size(x.shape, axes)
     ns = n if norm.divisor == "mean" else 1
-    with np.errstate(invalid="ignore", over="ignore"):
+    with quiet(invalid="ignore", over="ignore"):
         if not norm.centered:
-            return np.zeros((1,) * x.ndim, dtype=EXT), np.sum(x * x, axis=axes, keepdims=True) / ns
+            return np.zeros((1,) * x.ndim, dtype=work()), np.sum(x * x, axis=axes, keepdims=True) / ns
         m = np.sum(x, axis=axes, keepdims=True) / n
         m = m + np.sum(x - m, axis=axes, keepdims=True) / n
         d = x - m
@@ -102,9 +103,9 @@ def accurate_stats(x: np.ndarray, norm: Norm) -> tuple[np.ndarray, np.ndarray]:
 
 def rscale(v: np.ndarray, eps, mode: str) -> np.ndarray:
     """r(v) for one eps convention (see `EPS_MODES`); 1/0 gives inf as IEEE does."""
-    v = np.asarray(v, dtype=EXT)
-    eps = np.asarray(eps, dtype=EXT)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    v = np.asarray(v, dtype=work())
+    eps = np.asarray(eps, dtype=work())
+    with quiet(divide="ignore", invalid="ignore"):
         if mode == "inside":
             return 1 / np.sqrt(v + eps)
         if mode == "outside":
@@ -119,9 +120,9 @@ def rscale(v: np.ndarray, eps, mode: str) -> np.ndarray:
 def rscale_derivative(v: np.ndarray, r: np.ndarray, eps, mode: str) -> np.ndarray:
     """dr/dv. At the kink of the max conventions (sqrt(v) == eps, resp. v == eps) the floor branch
     is taken (derivative 0); frameworks differ there, so a tie is a convention, not a bug."""
-    v = np.asarray(v, dtype=EXT)
-    eps = np.asarray(eps, dtype=EXT)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    v = np.asarray(v, dtype=work())
+    eps = np.asarray(eps, dtype=work())
+    with quiet(divide="ignore", invalid="ignore"):
         full = -0.5 * r * r * r
         if mode in ("inside", "none"):
             return full
@@ -134,7 +135,8 @@ def rscale_derivative(v: np.ndarray, r: np.ndarray, eps, mode: str) -> np.ndarra
 
 @dataclass
 class Forward:
-    """Intermediates of one evaluation in the working view (all EXT, statistics keepdims)."""
+    """Intermediates of one evaluation in the working view (all in the working type, statistics
+    keepdims)."""
 
     x: np.ndarray
     norm: Norm
@@ -151,6 +153,9 @@ class Forward:
     gamma: np.ndarray | None
     beta: np.ndarray | None
     stats_given: bool = False
+    #: quantities derived from this evaluation and cached by the error model (`errormodel.
+    #: stat_errors`, keyed by precision and working type); the arrays above are never modified
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def forward(
@@ -164,28 +169,30 @@ def forward(
     given: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Forward:
     """Evaluate the generic normalization. `given=(mean, v)` uses fixed statistics (BatchNorm
-    inference) instead of computing them; then the NaN rule is IEEE's elementwise one."""
-    x = np.asarray(x, dtype=EXT)
+    inference) instead of computing them; then the NaN rule is IEEE's elementwise one. Computes in
+    `work()`; a `stats` function's results are converted to it."""
+    t = work()
+    x = np.asarray(x, dtype=t)
     n = reduction_size(x.shape, norm.axes)
     if given is None:
-        mean, v = stats(x, norm)
+        mean, v = (np.asarray(a, dtype=t) for a in stats(x, norm))
         bad_grad = nonfinite_sets(x, norm.axes)
         bad = bad_grad if norm.centered else np.any(np.isnan(x), axis=norm.axes, keepdims=True)
     else:
-        mean, v = (np.asarray(a, dtype=EXT) for a in given)
+        mean, v = (np.asarray(a, dtype=t) for a in given)
         bad = bad_grad = np.zeros((1,) * x.ndim, dtype=bool)
     r = rscale(v, eps, norm.eps_mode)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with quiet(invalid="ignore", over="ignore"):
         c = x - mean if norm.centered else x
         xhat = c * r
         y = xhat
         if gamma is not None:
-            y = y * np.asarray(gamma, dtype=EXT)
+            y = y * np.asarray(gamma, dtype=t)
         if beta is not None:
-            y = y + np.asarray(beta, dtype=EXT)
+            y = y + np.asarray(beta, dtype=t)
     if given is None and bad.any():
-        nan = EXT("nan")
-        with np.errstate(invalid="ignore", over="ignore"):
+        nan = t("nan")
+        with quiet(invalid="ignore", over="ignore"):
             ieee_mean = np.sum(x, axis=norm.axes, keepdims=True) / n if norm.centered else mean
         mean = np.where(bad, ieee_mean, mean)
         v = np.where(bad, nan, v)
@@ -193,8 +200,8 @@ def forward(
         xhat = np.where(bad, nan, xhat)
         y = np.where(bad, nan, y)
     return Forward(x, norm, eps, n, mean, v, r, c, xhat, y, bad, bad_grad,
-                   None if gamma is None else np.asarray(gamma, dtype=EXT),
-                   None if beta is None else np.asarray(beta, dtype=EXT), given is not None)
+                   None if gamma is None else np.asarray(gamma, dtype=t),
+                   None if beta is None else np.asarray(beta, dtype=t), given is not None)
 
 
 def _center(t: np.ndarray, axes, centered: bool) -> np.ndarray:
@@ -212,9 +219,10 @@ def vjp(f: Forward, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     which for eps "inside" is the familiar r*(z - mean(z) - xhat*mean(z*xhat)). With given
     statistics (inference) the statistics are constants: dx = r*z.
     """
-    dy = np.asarray(dy, dtype=EXT)
+    wt = work()
+    dy = np.asarray(dy, dtype=wt)
     axes, norm = f.norm.axes, f.norm
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with quiet(invalid="ignore", over="ignore", divide="ignore"):
         z = dy if f.gamma is None else dy * f.gamma
         if f.stats_given:
             dx = f.r * z
@@ -223,8 +231,8 @@ def vjp(f: Forward, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             rp = rscale_derivative(f.v, f.r, f.eps, norm.eps_mode)
             t = f.r * z + rp * np.sum(z * f.c, axis=axes, keepdims=True) * (2 * f.c / ns)
             dx = _center(t, axes, norm.centered)
-            dx = np.where(f.bad_grad, EXT("nan"), dx)
-        xhat = f.xhat if f.stats_given else np.where(f.bad_grad, EXT("nan"), f.xhat)
+            dx = np.where(f.bad_grad, wt("nan"), dx)
+        xhat = f.xhat if f.stats_given else np.where(f.bad_grad, wt("nan"), f.xhat)
         return dx, dy * xhat, dy
 
 
@@ -234,24 +242,25 @@ def jvp(f: Forward, tx: np.ndarray, tgamma=None, tbeta=None) -> np.ndarray:
         dc = P(tx);  dv = 2/n_s * sum_R(c*dc);  dr = r' dv
         ty = gamma*(dc*r + c*dr) + tgamma*xhat + tbeta
     """
-    tx = np.asarray(tx, dtype=EXT)
+    t = work()
+    tx = np.asarray(tx, dtype=t)
     axes, norm = f.norm.axes, f.norm
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with quiet(invalid="ignore", over="ignore", divide="ignore"):
         if f.stats_given:
             d = tx * f.r
         else:
             ns = f.n if norm.divisor == "mean" else 1
             dc = _center(tx, axes, norm.centered)
             rp = rscale_derivative(f.v, f.r, f.eps, norm.eps_mode)
-            dr = rp * (EXT(2) / ns) * np.sum(f.c * dc, axis=axes, keepdims=True)
+            dr = rp * (t(2) / ns) * np.sum(f.c * dc, axis=axes, keepdims=True)
             d = dc * f.r + f.c * dr
         ty = d if f.gamma is None else d * f.gamma
         if tgamma is not None:
-            ty = ty + np.asarray(tgamma, dtype=EXT) * f.xhat
+            ty = ty + np.asarray(tgamma, dtype=t) * f.xhat
         if tbeta is not None:
-            ty = ty + np.asarray(tbeta, dtype=EXT)
+            ty = ty + np.asarray(tbeta, dtype=t)
         if not f.stats_given:
-            ty = np.where(f.bad_grad, EXT("nan"), ty)
+            ty = np.where(f.bad_grad, t("nan"), ty)
     return ty
 
 
@@ -260,5 +269,5 @@ def unbroadcast(full: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     axes = tuple(i for i, (a, b) in enumerate(zip(full.shape, shape)) if b == 1 and a != 1)
     if not axes:
         return full
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf terms propagate as IEEE sums do
+    with quiet(invalid="ignore", over="ignore"):  # NaN/inf terms propagate as IEEE sums do
         return np.sum(full, axis=axes, keepdims=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _core
 from ._core import Norm, unbroadcast
-from .dtypes import EXT
+from .dtypes import work
 from .errors import require
 
 LAYOUTS = ("channels_first", "channels_last")
@@ -28,14 +28,14 @@ class View:
     perm: tuple[int, ...] | None
     pre_shape: tuple[int, ...]
     stat_shape: tuple[int, ...]
-    params: dict[str, np.ndarray] = field(default_factory=dict)  # working shapes, EXT
+    params: dict[str, np.ndarray] = field(default_factory=dict)  # working shapes, working type
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # original shapes
     param_work_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def to_working(self, a, name: str = "array") -> np.ndarray:
-        """An array shaped like the original input (dy, tx), in the working view, EXT; `name`
+        """An array shaped like the original input (dy, tx), in the working view and type; `name`
         names it in the error raised for a shape other than the input's."""
-        a = np.asarray(a, dtype=EXT)
+        a = np.asarray(a, dtype=work())
         original = self.pre_shape if self.perm is None else tuple(self.pre_shape[i] for i in np.argsort(self.perm))
         require(a.shape == tuple(original), f"{name}.shape", a.shape, f"the input's shape {tuple(original)}")
         if self.perm is not None:
@@ -62,14 +62,14 @@ class View:
         value = np.asarray(value)
         self.param_shapes[name] = value.shape
         self.param_work_shapes[name] = work_shape
-        self.params[name] = value.astype(EXT).reshape(work_shape)
+        self.params[name] = value.astype(work()).reshape(work_shape)
 
     def param_to_working(self, name: str, a) -> np.ndarray | None:
         """A tangent/cotangent of parameter `name` in its working broadcast shape."""
         if a is None:
             return None
         require(name in self.param_shapes, f"tangent of {name}", "given", f"no tangent: the case has no {name}")
-        a = np.asarray(a, dtype=EXT)
+        a = np.asarray(a, dtype=work())
         require(a.shape == self.param_shapes[name], f"tangent of {name}.shape", a.shape, f"{self.param_shapes[name]}")
         return a.reshape(self.param_work_shapes[name])
 

@@ -4,15 +4,26 @@ Every format is described by data (`DTYPES`), not by a numpy dtype, because nump
 bfloat16 values travel in a float32 *carrier* array whose values are all exactly representable in
 bfloat16. `round_to(name, a)` rounds to a format with round-to-nearest-even, the way hardware does.
 
-`EXT` is the precision the oracles compute in: numpy's `longdouble`, which must have at least a 64-bit
+`EXT` is the oracles' maximum precision: numpy's `longdouble`, which must have at least a 64-bit
 significand (x86-64 80-bit extended, or IEEE quad on aarch64 Linux). Its unit roundoff is at most
 2**-64, at least 2048 times smaller than float64's, which is what lets float64 results be judged
 (see docs/error-model.md, "The oracle's own error").
+
+The *working* type of one evaluation, `work()`, is a per-call choice (`working(t)`): `EXT` by
+default and for float64 cases, numpy.float64 for cases whose formats are all float32 or narrower
+(`oracles.errormodel.Precision.working_type`): 2**29 times finer than float32's unit roundoff and
+several times faster than the x87 longdouble. The oracle's modules take every computation type from
+`work()`, never from `EXT`, so one evaluation stays in one type. A float64 evaluation runs under
+`range_guard()`: an intermediate that overflows or underflows float64 raises FloatingPointError,
+and `oracles.registry.evaluate` redoes that case in `EXT` (docs/error-model.md gives the ranges).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -26,6 +37,61 @@ if EXT_INFO.nmant < 63:  # pragma: no cover - platform check
         f"{EXT_INFO.nmant + 1} bits (x86-64 and aarch64 Linux have it; macOS arm64 and Windows do not)"
     )
 U_EXT = float(EXT_INFO.epsneg)  # unit roundoff 2**-64 (x86) or 2**-113 (quad)
+
+#: The types an evaluation may work in: float64 (for cases in float32 and narrower formats) or EXT.
+WORKING_TYPES = (np.float64, EXT)
+
+_WORK: contextvars.ContextVar[type] = contextvars.ContextVar("normfuzz_oracle_working_type", default=EXT)
+_GUARDED: contextvars.ContextVar[bool] = contextvars.ContextVar("normfuzz_oracle_range_guard", default=False)
+
+
+def work() -> type:
+    """The numpy scalar type the current evaluation computes in (`EXT` unless set by `working`)."""
+    return _WORK.get()
+
+
+def working_type(t) -> type:
+    """Validate a working type: numpy.float64 or numpy.longdouble (a type, dtype or its name)."""
+    ok = False
+    try:
+        ok = t is not None and np.dtype(t).type in WORKING_TYPES  # np.dtype(None) is float64
+    except TypeError:
+        pass
+    require(ok, "working", repr(t), "numpy.float64 or numpy.longdouble")
+    return np.dtype(t).type
+
+
+@contextlib.contextmanager
+def working(t) -> Iterator[type]:
+    """Within: the oracle computes in `t` (numpy.float64 or numpy.longdouble)."""
+    token = _WORK.set(working_type(t))
+    try:
+        yield _WORK.get()
+    finally:
+        _WORK.reset(token)
+
+
+@contextlib.contextmanager
+def range_guard() -> Iterator[None]:
+    """Within: overflow and underflow raise FloatingPointError, also inside the oracle's `quiet`
+    blocks. Used around float64 evaluations, whose intermediates must stay in float64's normal
+    range to be what the EXT evaluation computes up to rounding (IEEE infinities and NaNs that
+    come from the inputs do not raise: inf * 2 or inf - inf set no overflow flag)."""
+    token = _GUARDED.set(True)
+    try:
+        with np.errstate(over="raise", under="raise"):
+            yield
+    finally:
+        _GUARDED.reset(token)
+
+
+def quiet(**conditions):
+    """`numpy.errstate(**conditions)` for the oracle's IEEE-semantics blocks (e.g.
+    invalid="ignore", over="ignore"), except that inside `range_guard` overflow and underflow keep
+    raising."""
+    if _GUARDED.get():
+        conditions = {k: v for k, v in conditions.items() if k not in ("over", "under")}
+    return np.errstate(**conditions)
 
 
 @dataclass(frozen=True)

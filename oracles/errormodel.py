@@ -52,9 +52,11 @@ import numpy as np
 
 from . import _core
 from ._core import Forward, rscale, rscale_derivative, unbroadcast
-from .dtypes import DEFAULT_ACCUMULATION, EXT, dtype as _dtype
+from .dtypes import DEFAULT_ACCUMULATION, DTYPES, EXT, dtype as _dtype, quiet, work, working
 
-INF = EXT("inf")
+#: +inf as a Python float: numpy treats it as a weak scalar, so it takes the working type of the
+#: arrays it meets (an `EXT` constant here would turn a float64 evaluation into a longdouble one).
+INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -85,21 +87,33 @@ class Precision:
         return cls(dtype, _dtype(accum).name, _dtype(elementwise).name,
                    _dtype(eps_format or elementwise).name, bool(ftz))
 
-    def _eta(self, name: str) -> EXT:
+    def _eta(self, name: str) -> np.floating:
         d = _dtype(name)
-        return EXT(2 * d.tiny if self.ftz else d.eta)
+        return work()(2 * d.tiny if self.ftz else d.eta)
 
     @property
-    def u_a(self): return EXT(_dtype(self.accum).u)
+    def u_a(self): return work()(_dtype(self.accum).u)
 
     @property
-    def u_e(self): return EXT(_dtype(self.elementwise).u)
+    def u_e(self): return work()(_dtype(self.elementwise).u)
 
     @property
-    def u_o(self): return EXT(_dtype(self.dtype).u)
+    def u_o(self): return work()(_dtype(self.dtype).u)
 
     @property
-    def u_eps(self): return EXT(_dtype(self.eps_format).u)
+    def u_eps(self): return work()(_dtype(self.eps_format).u)
+
+    @property
+    def working_type(self) -> type:
+        """The type an oracle evaluation for this precision works in: numpy.float64 when every
+        format (inputs/outputs, accumulation, elementwise, eps) is float32 or narrower, else `EXT`.
+
+        The oracle's own error must stay far below the finest of these formats' unit roundoffs:
+        float64's 2**-53 is 2**29 below float32's 2**-24 (and more below the half formats'), while
+        a format as fine as float64 needs `EXT` (docs/error-model.md, "The oracle's own error")."""
+        formats = (self.dtype, self.accum, self.elementwise, self.eps_format)
+        coarse = all(DTYPES[f].p <= DTYPES["float32"].p for f in formats)
+        return np.float64 if coarse else EXT
 
     @property
     def eta_eps(self): return self._eta(self.eps_format)
@@ -114,21 +128,22 @@ class Precision:
     def eta_o(self): return self._eta(self.dtype)
 
 
-def g(k, u) -> EXT:
-    """Higham's gamma_k = k u / (1 - k u); +inf when k u >= 1."""
-    ku = EXT(k) * EXT(u)
-    return ku / (1 - ku) if ku < 1 else INF
+def g(k, u) -> np.floating:
+    """Higham's gamma_k = k u / (1 - k u); +inf when k u >= 1 (in the working type)."""
+    t = work()
+    ku = t(k) * t(u)
+    return ku / (1 - ku) if ku < 1 else t(INF)
 
 
 def _clean(b: np.ndarray) -> np.ndarray:
     """NaN in a bound (inf * 0 and the like) means 'unconstrained'."""
-    b = np.asarray(b, dtype=EXT)
+    b = np.asarray(b, dtype=work())
     return np.where(np.isnan(b), INF, b)
 
 
 def _out(pre: np.ndarray, value: np.ndarray, p: Precision) -> np.ndarray:
     """Add the final rounding to the output format."""
-    with np.errstate(invalid="ignore", over="ignore"):
+    with quiet(invalid="ignore", over="ignore"):
         return _clean(pre * (1 + p.u_o) + p.u_o * np.abs(value) + p.eta_o)
 
 
@@ -145,7 +160,7 @@ class StatErrors:
     free_x: np.ndarray  # per element: free, or (given statistics) x - mu overflows
 
 
-def _limit(p: Precision, k: int) -> EXT:
+def _limit(p: Precision, k: int) -> np.floating:
     """Magnitude above which a quantity computed with k roundings in the accumulation format (a
     reduction) and a few in the elementwise format may round to infinity, stored in the smaller
     of the two formats. (The k roundings are the accumulation's: charging them at the elementwise
@@ -179,7 +194,7 @@ def _stat_overflow(f: Forward, p: Precision) -> np.ndarray:
     ns = n if norm.divisor == "mean" else 1
     if f.stats_given:
         return np.zeros(np.shape(f.v), dtype=bool)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with quiet(invalid="ignore", over="ignore"):
         big_m = np.max(np.abs(f.x), axis=norm.axes, keepdims=True)
         lim = _limit(p, n + 4)
         ovf = ns * f.v >= lim
@@ -192,13 +207,21 @@ def _stat_overflow(f: Forward, p: Precision) -> np.ndarray:
 
 
 def stat_errors(f: Forward, p: Precision) -> StatErrors:
-    """The statistics' error bounds (module docstring) for one evaluation."""
+    """The statistics' error bounds (module docstring) for one evaluation (computed once per
+    evaluation, precision and working type: the bounds of every output share them)."""
+    key = ("stat_errors", p, work())
+    if key not in f.memo:
+        f.memo[key] = _stat_errors(f, p)
+    return f.memo[key]
+
+
+def _stat_errors(f: Forward, p: Precision) -> StatErrors:
     norm, n = f.norm, f.n
     ns = n if norm.divisor == "mean" else 1
     ua, ue = p.u_a, p.u_e
     zero = np.zeros_like(f.v)
     ovf = _stat_overflow(f, p)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with quiet(invalid="ignore", over="ignore", divide="ignore"):
         ax = np.abs(f.x)
         if f.stats_given:
             e_mu, d_v = zero, zero
@@ -219,14 +242,7 @@ def stat_errors(f: Forward, p: Precision) -> StatErrors:
             # before being accumulated (g(2, u_e) v); e.g. tf.nn in bfloat16
             e_mu = e_mu + ue * np.abs(f.mean) + p.eta_e
             d_v = d_v + g(2, ue) * f.v + 2 * p.eta_e
-        eps = EXT(f.eps)
-        # eps rounded to its format: relative u_eps, or half a subnormal spacing below its normal range
-        eps_lo = np.maximum(eps * (1 - p.u_eps) - p.eta_eps / 2, 0)
-        eps_hi = eps * (1 + p.u_eps) + p.eta_eps / 2
-        r_hi = rscale(np.maximum(f.v - d_v, 0), eps_lo, norm.eps_mode)
-        r_lo = rscale(f.v + d_v, eps_hi, norm.eps_mode)
-        rho = np.maximum(r_hi / f.r - 1, 1 - r_lo / f.r)
-        rho = np.where(np.isfinite(r_hi) & np.isfinite(f.r) & (f.r > 0), rho, INF)
+        rho = _scale_deviation(f, d_v, p)
         rho = rho + g(5, ue) * (1 + rho)
         e_mu, d_v, rho = (np.where(ovf, INF, a) for a in (e_mu, d_v, rho))
         if norm.centered:
@@ -252,11 +268,37 @@ def stat_errors(f: Forward, p: Precision) -> StatErrors:
     return StatErrors(e_mu, d_v, rho, dc, _clean(dxhat), free, free_x)
 
 
+def _scale_deviation(f: Forward, d_v: np.ndarray, p: Precision) -> np.ndarray:
+    """The largest relative deviation of r = rscale(v, eps) over v +- D_v and eps rounded to its
+    format (keepdims, working type): rho_r before the rounding term of r itself.
+
+    eps rounded to its format lies in [eps (1 - u_eps) - eta_eps / 2, eps (1 + u_eps) + eta_eps / 2]
+    (relative u_eps, or half a subnormal spacing below the normal range); r decreases in v and eps,
+    so the honest r lies between r_lo = r(v + D_v, eps_hi) and r_hi = r(max(v - D_v, 0), eps_lo).
+
+    Computed in EXT whatever the working type: r_hi / r - 1 and 1 - r_lo / r are differences of
+    numbers near 1, whose rounding error is a few units of the computing type's unit roundoff in
+    absolute terms, while rho_r can be as small as g(5, u_e) ~ 2**-21.7 (float32 elementwise). In
+    float64 that would be ~1e-9 of the bound; in EXT it is ~2**-42. There is one value per
+    reduction set, so this costs little (v, D_v and eps are converted exactly)."""
+    t = work()
+    with working(EXT), quiet(invalid="ignore", over="ignore", divide="ignore"):
+        v, dv, eps = np.asarray(f.v, dtype=EXT), np.asarray(d_v, dtype=EXT), EXT(f.eps)
+        eps_lo = np.maximum(eps * (1 - p.u_eps) - p.eta_eps / 2, 0)
+        eps_hi = eps * (1 + p.u_eps) + p.eta_eps / 2
+        r = rscale(v, eps, f.norm.eps_mode)  # f.r in EXT (bitwise f.r when working in EXT)
+        r_hi = rscale(np.maximum(v - dv, 0), eps_lo, f.norm.eps_mode)
+        r_lo = rscale(v + dv, eps_hi, f.norm.eps_mode)
+        rho = np.maximum(r_hi / r - 1, 1 - r_lo / r)
+        rho = np.where(np.isfinite(r_hi) & np.isfinite(f.r) & (f.r > 0), rho, INF)
+        return rho.astype(t)  # past float64's range only in contrived cases: the range guard raises
+
+
 def forward_bounds(f: Forward, p: Precision) -> dict[str, np.ndarray]:
     """Bounds for y and the statistics (keys "y", "mean", "v", "r"; working view, stats keepdims)."""
     s = stat_errors(f, p)
     ue = p.u_e
-    with np.errstate(invalid="ignore", over="ignore"):
+    with quiet(invalid="ignore", over="ignore"):
         ag = 1 if f.gamma is None else np.abs(f.gamma)
         ab = 0 if f.beta is None else np.abs(f.beta)
         ax, am = np.abs(f.x), np.abs(f.mean)
@@ -301,7 +343,7 @@ def _pin_nan(b: np.ndarray, value: np.ndarray, free: np.ndarray) -> np.ndarray:
     value = np.asarray(value)
     shape = np.broadcast_shapes(np.shape(b), value.shape, np.shape(free))
     pin = np.broadcast_to(np.isnan(value), shape) & ~np.broadcast_to(free, shape)
-    return np.where(pin, EXT(0), np.broadcast_to(b, shape)) if pin.any() else b
+    return np.where(pin, 0.0, np.broadcast_to(b, shape)) if pin.any() else b
 
 
 def _zero_where_bad(f: Forward, b: np.ndarray, *, grad: bool = False) -> np.ndarray:
@@ -312,16 +354,22 @@ def _zero_where_bad(f: Forward, b: np.ndarray, *, grad: bool = False) -> np.ndar
     mask = f.bad_grad if (grad or not f.norm.centered) else f.bad
     if f.stats_given or not mask.any():
         return b
-    return np.where(np.broadcast_to(mask, np.broadcast_shapes(mask.shape, b.shape)), EXT(0), b)
+    return np.where(np.broadcast_to(mask, np.broadcast_shapes(mask.shape, b.shape)), 0.0, b)
 
 
 def _rp_relative(f: Forward, s: StatErrors) -> np.ndarray:
-    """Relative error bound of |dr/dv| given rho_r (and D_v for the 'outside' convention)."""
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    """Relative error bound of |dr/dv| given rho_r (and D_v for the 'outside' convention):
+    (1 + rho)**3 - 1, resp. (1 + rho)**2 / sqrt(q) - 1 with q = max(1 - D_v / v, 0), written
+    without the cancellation of the "- 1" (rho is often ~2**-21: in float64 the literal forms
+    would err by ~1e-9 of the result)."""
+    rho = s.rho_r
+    with quiet(invalid="ignore", divide="ignore", over="ignore"):
         if f.norm.eps_mode == "outside":
-            q = np.maximum(1 - s.d_v / f.v, 0)
-            return _clean((1 + s.rho_r) ** 2 / np.sqrt(q) - 1)
-        return (1 + s.rho_r) ** 3 - 1
+            dq = np.minimum(s.d_v / f.v, 1)  # 1 - q (NaN stays NaN: 0/0 at v = D_v = 0)
+            sq = np.sqrt(1 - dq)
+            # (1 + rho)**2 / sq - 1 = (rho (2 + rho) + (1 - sq)) / sq,  1 - sq = dq / (1 + sq)
+            return _clean((rho * (2 + rho) + dq / (1 + sq)) / sq)
+        return rho * (3 + rho * (3 + rho))
 
 
 def _rp_abs(f: Forward, s: StatErrors) -> np.ndarray:
@@ -329,8 +377,9 @@ def _rp_abs(f: Forward, s: StatErrors) -> np.ndarray:
     branch, so the full -r**3/2 branch is used wherever v is within D_v of the kink."""
     rp = np.abs(rscale_derivative(f.v, f.r, f.eps, f.norm.eps_mode))
     if f.norm.eps_mode in ("max_norm", "max_sumsq"):
-        kink = EXT(f.eps) ** 2 if f.norm.eps_mode == "max_norm" else EXT(f.eps)
-        near = np.abs(f.v - kink) <= s.d_v + 4 * EXT(f.eps) * 2.0 ** -20
+        eps = work()(f.eps)
+        kink = eps ** 2 if f.norm.eps_mode == "max_norm" else eps
+        near = np.abs(f.v - kink) <= s.d_v + 4 * eps * 2.0 ** -20
         rp = np.where(near, 0.5 * f.r ** 3, rp)
     return rp
 
@@ -352,26 +401,28 @@ def _nonfinite_grad_inputs(f: Forward, *elementwise) -> np.ndarray:
     m = np.zeros(f.x.shape, dtype=bool)
     for a in elementwise[:1]:  # dy / tx: set-level
         if a is not None:
-            x_bad = x_bad | ~np.isfinite(np.broadcast_to(np.asarray(a, dtype=EXT), f.x.shape))
+            x_bad = x_bad | ~np.isfinite(np.broadcast_to(np.asarray(a, dtype=work()), f.x.shape))
     if not f.stats_given:
         m = np.broadcast_to(np.any(x_bad, axis=f.norm.axes, keepdims=True), f.x.shape) | x_bad
     else:
         m = x_bad
     for a in elementwise[1:]:
         if a is not None:
-            m = m | ~np.isfinite(np.broadcast_to(np.asarray(a, dtype=EXT), f.x.shape))
+            m = m | ~np.isfinite(np.broadcast_to(np.asarray(a, dtype=work()), f.x.shape))
     return m
 
 
-def vjp_bounds(f: Forward, dy: np.ndarray, p: Precision) -> dict[str, np.ndarray]:
+def vjp_bounds(f: Forward, dy: np.ndarray, p: Precision, *, dx: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Bounds for the VJP outputs: "x" (working view), "gamma_full"/"beta_full" pre-reduction parts
-    are reduced by the caller with `param_grad_bounds`."""
+    are reduced by the caller with `param_grad_bounds`. `dx`: `_core.vjp(f, dy)[0]` if the caller
+    has it (else computed here)."""
     s = stat_errors(f, p)
-    dy = np.asarray(dy, dtype=EXT)
+    dy = np.asarray(dy, dtype=work())
     n, norm, ua, ue = f.n, f.norm, p.u_a, p.u_e
     ns = n if norm.divisor == "mean" else 1
-    dx, _, _ = _core.vjp(f, dy)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    if dx is None:
+        dx, _, _ = _core.vjp(f, dy)
+    with quiet(invalid="ignore", over="ignore", divide="ignore"):
         z = np.abs(dy) * (1 if f.gamma is None else np.abs(f.gamma))
         if f.stats_given:
             free = s.free_x | _big(z, _limit(p, 1))
@@ -424,11 +475,12 @@ def _grad_overflow(f: Forward, p: Precision, rp: np.ndarray, s_abs: np.ndarray, 
     norm, n = f.norm, f.n
     ns = n if norm.divisor == "mean" else 1
     lim = _limit(p, n + 6)
-    with np.errstate(invalid="ignore", over="ignore"):
-        r = np.where(np.isfinite(f.r), f.r, EXT(0))
+    with quiet(invalid="ignore", over="ignore"):
+        wt = work()
+        r = np.where(np.isfinite(f.r), f.r, 0.0)
         tmax = np.max(t, axis=norm.axes, keepdims=True)
         return (np.isinf(rp) | _big(0.5 * r * r * r, lim) | _big(s_abs, lim) | _big(r * s_abs, lim)
-                | _big(rp * s_abs * max(EXT(1), 2 / EXT(ns)), lim) | _big(n * np.maximum(r, 1) * tmax, lim)
+                | _big(rp * s_abs * max(wt(1), wt(2) / wt(ns)), lim) | _big(n * np.maximum(r, 1) * tmax, lim)
                 | _big(t, lim))
 
 
@@ -437,10 +489,11 @@ def param_grad_bounds(f: Forward, dy: np.ndarray, p: Precision, work_shape: tupl
     """Bound for d gamma (`which`="gamma": sum of dy*xhat) or d beta ("beta": sum of dy) over the
     parameter's broadcast axes, in the parameter's working shape."""
     s = stat_errors(f, p)
-    dy = np.asarray(dy, dtype=EXT)
+    t = work()
+    dy = np.asarray(dy, dtype=t)
     ady = np.abs(dy)
-    xhat = f.xhat if f.stats_given else np.where(f.bad_grad, EXT("nan"), f.xhat)  # as `_core.vjp`
-    with np.errstate(invalid="ignore", over="ignore"):
+    xhat = f.xhat if f.stats_given else np.where(f.bad_grad, t("nan"), f.xhat)  # as `_core.vjp`
+    with quiet(invalid="ignore", over="ignore"):
         full = ady * np.abs(xhat) if which == "gamma" else ady
         total = unbroadcast(full, work_shape)
         count = full.size // max(total.size, 1)
@@ -452,26 +505,28 @@ def param_grad_bounds(f: Forward, dy: np.ndarray, p: Precision, work_shape: tupl
             value = unbroadcast(dy, work_shape)
         b = _out(pre + count * p.eta_a, value, p)
     if not f.stats_given and f.bad_grad.any():
-        b = np.where(np.isnan(value), EXT(0), b)
+        b = np.where(np.isnan(value), 0.0, b)
     # unconstrained: a sum whose terms or partial sums may overflow (sum |dy xhat| reaches the
     # threshold although the sum itself need not), and for gamma a sum over an unconstrained set
     free = _big(total, _limit(p, count + 2))
     if which == "gamma":
-        free = free | (unbroadcast(np.broadcast_to(s.free_x, f.x.shape).astype(EXT), work_shape) > 0)
+        free = free | (unbroadcast(np.broadcast_to(s.free_x, f.x.shape).astype(t), work_shape) > 0)
     b = _pin_nan(np.where(free, INF, b), value, free)
     # a sum over an element whose gradient inputs are not finite is undefined (see above)
-    undefined = unbroadcast(_nonfinite_grad_inputs(f, dy).astype(EXT), work_shape) > 0
+    undefined = unbroadcast(_nonfinite_grad_inputs(f, dy).astype(t), work_shape) > 0
     return np.where(undefined, INF, b)
 
 
-def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision) -> np.ndarray:
-    """Bound for the JVP output ty (working view); tangents in working broadcast shapes or None."""
+def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision, *, ty: np.ndarray | None = None) -> np.ndarray:
+    """Bound for the JVP output ty (working view); tangents in working broadcast shapes or None.
+    `ty`: `_core.jvp(f, tx, tgamma, tbeta)` if the caller has it (else computed here)."""
     s = stat_errors(f, p)
-    tx = np.asarray(tx, dtype=EXT)
+    tx = np.asarray(tx, dtype=work())
     n, norm, ua, ue = f.n, f.norm, p.u_a, p.u_e
     ns = n if norm.divisor == "mean" else 1
-    ty = _core.jvp(f, tx, tgamma, tbeta)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    if ty is None:
+        ty = _core.jvp(f, tx, tgamma, tbeta)
+    with quiet(invalid="ignore", over="ignore", divide="ignore"):
         ag = 1 if f.gamma is None else np.abs(f.gamma)
         atx = np.abs(tx)
         if f.stats_given:
@@ -498,11 +553,11 @@ def jvp_bounds(f: Forward, tx, tgamma, tbeta, p: Precision) -> np.ndarray:
         pre = ag * e
         terms = ag * core
         if tgamma is not None:
-            atg = np.abs(np.asarray(tgamma, dtype=EXT))
+            atg = np.abs(np.asarray(tgamma, dtype=work()))
             pre = pre + atg * s.dxhat
             terms = terms + atg * np.abs(f.xhat)
         if tbeta is not None:
-            terms = terms + np.abs(np.asarray(tbeta, dtype=EXT))
+            terms = terms + np.abs(np.asarray(tbeta, dtype=work()))
         pre = pre + g(3, ue) * terms + (n + 4) * p.eta_e
         b = _out(np.where(free, INF, pre), ty, p)
         undefined = _nonfinite_grad_inputs(f, tx, tgamma, tbeta)
@@ -514,7 +569,7 @@ def running_bound(old, old_bound, stat, stat_bound, weight: float, p: Precision)
 
     Terms: the propagated bounds (1-w)*B_old + w*B_stat; three roundings of the update
     g(3, u_e)((1-w)|old| + w|stat|), each of which may also be an underflow (3 eta_e / 2: running
-    statistics of subnormal data); the weight's own error times |stat - old|; and the final
+    statistics of subnormal data); the weight's own error times |stat^ - old^| (below); and the final
     rounding to the output format.
 
     The weight's error, u_e (1 + 2w) |stat - old|. The weight w^ the implementation uses differs
@@ -524,15 +579,21 @@ def running_bound(old, old_bound, stat, stat_bound, weight: float, p: Precision)
     0.001, which the earlier term u_e w |stat - old| missed 10-fold (a running mean starting at 0).
     The update may also be computed as old + w^ (stat - old) (TensorFlow's assign_moving_average):
     the rounding of stat - old and of the product add 2 u_e w |stat - old|, while (1-w) old + w stat
-    stays within the three roundings above.
+    stays within the three roundings above. The weight's error multiplies the implementation's own
+    |stat^ - old^| <= |stat - old| + B_stat + B_old, so the term is u_e (1 + 2w) (|stat - old| +
+    B_stat + B_old): second order where w >> u_e (w B_stat and (1-w) B_old dominate), but the
+    whole of it for w ~ u_e or below, and it keeps the bound well-conditioned where stat ~ old (a
+    batch mean near 0: |stat - old| alone carries the reference's own relative error).
     """
-    old, stat = np.asarray(old, dtype=EXT), np.asarray(stat, dtype=EXT)
-    old_bound = np.asarray(old_bound, dtype=EXT)
-    w = EXT(weight)
-    with np.errstate(invalid="ignore", over="ignore"):
+    t = work()
+    old, stat = np.asarray(old, dtype=t), np.asarray(stat, dtype=t)
+    old_bound, stat_bound = np.asarray(old_bound, dtype=t), np.asarray(stat_bound, dtype=t)
+    w = t(weight)
+    with quiet(invalid="ignore", over="ignore"):
         new = (1 - w) * old + w * stat
         pre = ((1 - w) * old_bound + w * stat_bound + g(3, p.u_e) * ((1 - w) * np.abs(old) + w * np.abs(stat))
-               + max(p.u_e, p.u_eps) * (1 + 2 * w) * np.abs(stat - old) + 3 * p.eta_e / 2)
+               + max(p.u_e, p.u_eps) * (1 + 2 * w) * (np.abs(stat - old) + stat_bound + old_bound)
+               + 3 * p.eta_e / 2)
         # The old value is stored in the output format (a previous step's output): where it may
         # have overflowed to inf (|old| + its bound reaches the threshold), the update gives inf or
         # NaN (inf - inf in old + w * (stat - old)): unconstrained.
@@ -540,22 +601,33 @@ def running_bound(old, old_bound, stat, stat_bound, weight: float, p: Precision)
         b = _out(np.where(stored_inf, INF, pre), new, p)
     # a NaN from a NaN old value or a NaN-rule statistic is determined; an unconstrained statistic
     # (stat_bound = inf) leaves the new value unconstrained
-    return _pin_nan(b, new, np.isinf(np.asarray(stat_bound, dtype=EXT)) | np.isinf(np.asarray(old_bound, dtype=EXT)))
+    return _pin_nan(b, new, np.isinf(stat_bound) | np.isinf(old_bound))
 
 
 # --------------------------------------------------------------------------------------------------
 # comparison
 
 
-def overflow_threshold(dtype: str) -> EXT:
-    """Smallest magnitude that rounds to infinity in `dtype` (max + half an ulp)."""
+def overflow_threshold(dtype: str, t: type | None = None) -> np.floating:
+    """Smallest magnitude that rounds to infinity in `dtype` (max + half an ulp), in type `t`
+    (default: the working type). Exact in float64 for every format but float64, whose threshold
+    2**1024 (1 - 2**-54) float64 rounds to inf (no finite float64 value reaches it)."""
     d = _dtype(dtype)
     top = EXT(2) ** int(np.ceil(np.log2(d.max)))
-    return top * (1 - EXT(d.u) / 2)
+    with np.errstate(over="ignore"):
+        return (t or work())(top * (1 - EXT(d.u) / 2))
+
+
+def _judging_type(*arrays) -> type:
+    """The type `error_ratio` judges in: `EXT` when a reference or bound is `EXT` (a float64 or
+    EXT evaluation), numpy.float64 otherwise (an evaluation in float64: converting a float32 or
+    half `actual` to it is exact, and |actual - ref| / bound then errs by a few 2**-53)."""
+    return EXT if any(np.asarray(a).dtype == EXT for a in arrays) else np.float64
 
 
 def error_ratio(actual, ref, bound, dtype: str) -> np.ndarray:
-    """Per-element |actual - ref| / bound in EXT (<= 1 means agreement).
+    """Per-element |actual - ref| / bound (<= 1 means agreement), in the reference's working type
+    (`_judging_type`: EXT for EXT references, else float64).
 
     Rules: NaN in both, or an unconstrained element (bound = inf, whatever the reference: a NaN
     reference there is an undefined form such as 0 * inf, which an honest implementation may
@@ -563,32 +635,33 @@ def error_ratio(actual, ref, bound, dtype: str) -> np.ndarray:
     infinite `actual` agrees where ref +- bound reaches the format's overflow threshold on the
     side of its sign; zero error with zero bound gives 0.
     """
-    a = np.asarray(actual).astype(EXT)
-    ref = np.asarray(ref, dtype=EXT)
-    bound = np.asarray(bound, dtype=EXT)
-    a, ref, bound = np.broadcast_arrays(a, ref, bound)
+    t = _judging_type(ref, bound)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        # an EXT `actual` beyond float64's range (only unrounded values can be) becomes +-inf
+        a = np.asarray(actual).astype(t)
+        ref = np.asarray(ref, dtype=t)
+        bound = np.asarray(bound, dtype=t)
+        a, ref, bound = np.broadcast_arrays(a, ref, bound)
         err = np.abs(a - ref)
-        ratio = np.where(err == 0, EXT(0), err / bound)
-        thr = overflow_threshold(dtype)
+        ratio = np.where(err == 0, 0.0, err / bound)
+        thr = overflow_threshold(dtype, t)
         # the interval ref +- bound reaches the threshold on the side of actual's infinity (not
         # sign(ref) == sign(actual): with a bound larger than |ref| either sign is honest)
         reach = np.where(a > 0, ref + bound >= thr, ref - bound <= -thr)
         ovf_ok = np.isinf(a) & np.isfinite(ref) & reach
-        ratio = np.where(ovf_ok, EXT(0), ratio)
+        ratio = np.where(ovf_ok, 0.0, ratio)
         an, rn = np.isnan(a), np.isnan(ref)
-        ratio = np.where(an & rn, EXT(0), ratio)
+        ratio = np.where(an & rn, 0.0, ratio)
         ratio = np.where(an ^ rn, INF, ratio)
-        ratio = np.where(np.isinf(bound), EXT(0), ratio)
-        ratio = np.where(np.isinf(a) & np.isinf(ref) & (a == ref), EXT(0), ratio)
+        ratio = np.where(np.isinf(bound), 0.0, ratio)
+        ratio = np.where(np.isinf(a) & np.isinf(ref) & (a == ref), 0.0, ratio)
     return ratio
 
 
 def nan_mismatch(actual, ref, bound=None) -> np.ndarray:
     """Elements where exactly one of actual/ref is NaN (unconstrained elements excluded)."""
-    a = np.asarray(actual).astype(EXT)
-    ref = np.asarray(ref, dtype=EXT)
-    m = np.isnan(a) ^ np.isnan(ref)
+    t = _judging_type(ref) if bound is None else _judging_type(ref, bound)
+    m = np.isnan(np.asarray(actual).astype(t)) ^ np.isnan(np.asarray(ref, dtype=t))
     if bound is not None:
-        m &= ~np.isinf(np.asarray(bound, dtype=EXT))
+        m &= ~np.isinf(np.asarray(bound, dtype=t))
     return m

@@ -25,7 +25,7 @@ import numpy as np
 from . import _core
 from ._core import Norm, accurate_stats
 from ._view import View, as_array, channels_first_perm, check_eps, check_int, check_param, grads, tangent
-from .dtypes import EXT
+from .dtypes import quiet, work
 from .errors import require
 
 MOMENTUM_ON = ("batch", "running")
@@ -40,7 +40,7 @@ def view(x, gamma=None, beta=None, *, layout: str = "channels_first") -> View:
     n_, c = xc.shape[0], xc.shape[1]
     check_param("gamma", gamma, (c,))
     check_param("beta", beta, (c,))
-    w = xc.astype(EXT).reshape(n_, c, -1)
+    w = xc.astype(work()).reshape(n_, c, -1)
     v = View(w, Norm(axes=(0, 2)), perm, xc.shape, (c,))
     v.add_param("gamma", gamma, (1, c, 1))
     v.add_param("beta", beta, (1, c, 1))
@@ -50,7 +50,7 @@ def view(x, gamma=None, beta=None, *, layout: str = "channels_first") -> View:
 def _check_running(name: str, a, c: int, *, nonneg: bool) -> None:
     check_param(name, a, (c,))
     if nonneg and a is not None:
-        a = np.asarray(a, dtype=EXT)
+        a = np.asarray(a, dtype=work())
         if np.any(a < 0):
             require(False, name, f"array with minimum {np.nanmin(a)}", "values >= 0")
 
@@ -63,14 +63,15 @@ def _inference_forward(x, running_mean, running_var, gamma, beta, eps, layout):
     require(running_mean is not None and running_var is not None, "running_mean/running_var", None,
             "arrays of shape (C,) for inference")
     eps = check_eps(eps)
-    given = (np.asarray(running_mean, dtype=EXT).reshape(1, c, 1),
-             np.asarray(running_var, dtype=EXT).reshape(1, c, 1))
+    given = (np.asarray(running_mean, dtype=work()).reshape(1, c, 1),
+             np.asarray(running_var, dtype=work()).reshape(1, c, 1))
     return v, _core.forward(v.x, v.norm, eps, v.gamma, v.beta, given=given)
 
 
 def batch_norm_inference(x, running_mean, running_var, gamma=None, beta=None, *, eps: float,
                          layout: str = "channels_first") -> np.ndarray:
-    """Inference-time BatchNorm with fixed running statistics; returns y (EXT, x's shape).
+    """Inference-time BatchNorm with fixed running statistics; returns y (x's shape, in the
+    working type: EXT unless set by `oracles.dtypes.working`).
 
     Raises OracleInputError for negative running_var or eps, shape mismatches, unknown layout.
     """
@@ -80,7 +81,8 @@ def batch_norm_inference(x, running_mean, running_var, gamma=None, beta=None, *,
 
 @dataclass(frozen=True)
 class BatchNormTraining:
-    """One training step: output, batch statistics, updated running statistics (EXT arrays).
+    """One training step: output, batch statistics, updated running statistics (working-type
+    arrays, EXT by default).
 
     `var` is the biased batch variance (what normalizes), `rstd` = 1/sqrt(var + eps).
     running_mean/running_var are None when no running statistics were given.
@@ -106,14 +108,15 @@ def check_momentum(momentum, momentum_on, running_var_estimator) -> None:
 
 def update_running(old, batch, *, momentum, momentum_on: str, num_batches_tracked: int) -> np.ndarray:
     """One running-statistic update (see the module docstring for the conventions)."""
-    old = np.asarray(old, dtype=EXT)
+    t = work()
+    old = np.asarray(old, dtype=t)
     if momentum is None:
-        w_batch = EXT(1) / EXT(num_batches_tracked + 1)
+        w_batch = t(1) / t(num_batches_tracked + 1)
     elif momentum_on == "batch":
-        w_batch = EXT(float(momentum))
+        w_batch = t(float(momentum))
     else:
-        w_batch = 1 - EXT(float(momentum))
-    with np.errstate(invalid="ignore", over="ignore"):
+        w_batch = 1 - t(float(momentum))
+    with quiet(invalid="ignore", over="ignore"):
         return (1 - w_batch) * old + w_batch * batch
 
 
@@ -130,13 +133,14 @@ def _training_forward(x, gamma, beta, eps, layout, stats):
     return v, _core.forward(v.x, v.norm, eps, v.gamma, v.beta, stats=stats)
 
 
-def running_var_factor(n: int, running_var_estimator: str) -> EXT:
+def running_var_factor(n: int, running_var_estimator: str) -> np.floating:
     """n/(n-1) for the unbiased estimator (n >= 2 required), 1 for the biased one."""
     if running_var_estimator == "biased":
-        return EXT(1)
+        return work()(1)
     require(n >= 2, "reduction size n", n,
             "n >= 2 for the unbiased running-variance estimator (n/(n-1) is undefined at n=1)")
-    return EXT(n) / EXT(n - 1)
+    t = work()
+    return t(n) / t(n - 1)
 
 
 def batch_norm_training(x, gamma=None, beta=None, running_mean=None, running_var=None, *, eps: float,
@@ -238,10 +242,11 @@ def affine_params(running_mean, running_var, gamma=None, beta=None, *, eps: floa
     check_param("gamma", gamma, (c,))
     check_param("beta", beta, (c,))
     eps = check_eps(eps)
-    g = np.ones(c, dtype=EXT) if gamma is None else np.asarray(gamma, dtype=EXT)
-    b = np.zeros(c, dtype=EXT) if beta is None else np.asarray(beta, dtype=EXT)
-    scale = g / np.sqrt(np.asarray(running_var, dtype=EXT) + EXT(eps))
-    return scale, b - np.asarray(running_mean, dtype=EXT) * scale
+    t = work()
+    g = np.ones(c, dtype=t) if gamma is None else np.asarray(gamma, dtype=t)
+    b = np.zeros(c, dtype=t) if beta is None else np.asarray(beta, dtype=t)
+    scale = g / np.sqrt(np.asarray(running_var, dtype=t) + t(eps))
+    return scale, b - np.asarray(running_mean, dtype=t) * scale
 
 
 def fold_into_affine(weight, bias, running_mean, running_var, gamma=None, beta=None, *, eps: float):
@@ -255,9 +260,9 @@ def fold_into_affine(weight, bias, running_mean, running_var, gamma=None, beta=N
     w = as_array("weight", weight, ndim_min=2)
     scale, offset = affine_params(running_mean, running_var, gamma, beta, eps=eps)
     require(w.shape[0] == scale.shape[0], "weight.shape[0]", w.shape[0], f"{scale.shape[0]} (channels)")
-    b = np.zeros(w.shape[0], dtype=EXT) if bias is None else np.asarray(bias, dtype=EXT)
+    b = np.zeros(w.shape[0], dtype=work()) if bias is None else np.asarray(bias, dtype=work())
     check_param("bias", bias, (w.shape[0],))
-    return scale.reshape((-1,) + (1,) * (w.ndim - 1)) * w.astype(EXT), scale * b + offset
+    return scale.reshape((-1,) + (1,) * (w.ndim - 1)) * w.astype(work()), scale * b + offset
 
 
 def _channel_shape(x: np.ndarray, layout: str) -> tuple[int, ...]:
@@ -282,7 +287,7 @@ def ibp(lower, upper, running_mean, running_var, gamma=None, beta=None, *, eps: 
     scale, offset = affine_params(running_mean, running_var, gamma, beta, eps=eps)
     shp = _channel_shape(lo, layout)
     s, o = scale.reshape(shp), offset.reshape(shp)
-    a, b = s * lo.astype(EXT) + o, s * hi.astype(EXT) + o
+    a, b = s * lo.astype(work()) + o, s * hi.astype(work()) + o
     return np.minimum(a, b), np.maximum(a, b)
 
 
@@ -296,7 +301,7 @@ def derivative_bounds(dlower, dupper, running_mean, running_var, gamma=None, bet
     require(bool(np.all(lo <= hi)), "dlower", "values above dupper", "dlower <= dupper elementwise")
     scale, _ = affine_params(running_mean, running_var, gamma, beta, eps=eps)
     s = scale.reshape(_channel_shape(lo, layout))
-    a, b = s * lo.astype(EXT), s * hi.astype(EXT)
+    a, b = s * lo.astype(work()), s * hi.astype(work())
     return np.minimum(a, b), np.maximum(a, b)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from . import _core
 from ._core import Norm, accurate_stats
 from ._view import View, as_array, channels_first_perm, check_eps, check_param, grads, tangent
-from .dtypes import EXT
+from .dtypes import work
 from .errors import require
 
 AFFINE = ("per_channel", "per_group")
@@ -36,7 +36,7 @@ def view(x, num_groups: int, gamma=None, beta=None, *, layout="channels_first",
     require(affine in AFFINE, "affine", repr(affine), f"one of {AFFINE}")
     g = int(num_groups)
     pshape, wshape = ((c,), (1, g, c // g, 1)) if affine == "per_channel" else ((g,), (1, g, 1, 1))
-    v = View(xc.astype(EXT).reshape(n, g, c // g, -1), Norm(axes=(2, 3)), perm, xc.shape, (n, g))
+    v = View(xc.astype(work()).reshape(n, g, c // g, -1), Norm(axes=(2, 3)), perm, xc.shape, (n, g))
     for name, p in (("gamma", gamma), ("beta", beta)):
         check_param(name, p, pshape)
         v.add_param(name, p, wshape)

@@ -16,7 +16,7 @@ import numpy as np
 from . import _core
 from ._core import Norm, accurate_stats
 from ._view import View, as_array, channels_first_perm, check_eps, check_param, grads, tangent
-from .dtypes import EXT
+from .dtypes import work
 
 
 def view(x, gamma=None, beta=None, *, layout="channels_first") -> View:
@@ -25,7 +25,7 @@ def view(x, gamma=None, beta=None, *, layout="channels_first") -> View:
     perm = channels_first_perm(x.ndim, layout)
     xc = x if perm is None else np.transpose(x, perm)
     n, c = xc.shape[0], xc.shape[1]
-    v = View(xc.astype(EXT).reshape(n, c, -1), Norm(axes=(2,)), perm, xc.shape, (n, c))
+    v = View(xc.astype(work()).reshape(n, c, -1), Norm(axes=(2,)), perm, xc.shape, (n, c))
     for name, p in (("gamma", gamma), ("beta", beta)):
         check_param(name, p, (c,))
         v.add_param(name, p, (1, c, 1))

@@ -20,7 +20,7 @@ from . import _core
 from ._core import accurate_stats
 from ._core import Norm
 from ._view import View, as_array, check_eps, grads, tangent
-from .dtypes import EXT
+from .dtypes import work
 from .errors import require
 from .op_mvn import axes_view
 
@@ -67,7 +67,7 @@ def weight_view(v, g, *, dim: int = 0, eps_mode: str = "none"):
     if axes:
         w = axes_view(v, axes, centered=False, divisor="sum", eps_mode=eps_mode)
     else:  # a vector: the norm over no dim is |v_i| per element (torch._weight_norm: g * sign(v))
-        w = View(v.astype(EXT), Norm(axes=(), centered=False, divisor="sum", eps_mode=eps_mode), None,
+        w = View(v.astype(work()), Norm(axes=(), centered=False, divisor="sum", eps_mode=eps_mode), None,
                  v.shape, v.shape)
     w.add_param("gamma", g, tuple(v.shape[i] if i == dim else 1 for i in range(v.ndim)))
     return w

@@ -16,7 +16,7 @@ import numpy as np
 from . import _core
 from ._core import Norm, accurate_stats
 from ._view import View, as_array, check_eps, check_param, grads, tangent
-from .dtypes import EXT
+from .dtypes import work
 from .errors import require
 
 
@@ -42,7 +42,7 @@ def trailing_view(x, weight_names, weights, *, normalized_ndim, axis, centered: 
     k = trailing_ndim(x.ndim, normalized_ndim, axis)
     lead, norm = x.shape[: x.ndim - k], x.shape[x.ndim - k:]
     q = int(np.prod(norm))
-    v = View(x.astype(EXT).reshape(-1, q), Norm(axes=(1,), centered=centered), None, x.shape, lead)
+    v = View(x.astype(work()).reshape(-1, q), Norm(axes=(1,), centered=centered), None, x.shape, lead)
     for name, key, w in zip(weight_names, keys, weights):
         check_param(name, w, norm)
         v.add_param(key, w, (1, q))
@@ -56,7 +56,7 @@ def view(x, gamma=None, beta=None, *, normalized_ndim=None, axis=None) -> View:
 
 @dataclass(frozen=True)
 class LayerNormResult:
-    """y (x's shape), mean and rstd (shape lead), EXT."""
+    """y (x's shape), mean and rstd (shape lead), in the working type (EXT by default)."""
 
     y: np.ndarray
     mean: np.ndarray

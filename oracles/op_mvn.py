@@ -13,7 +13,7 @@ import numpy as np
 from . import _core
 from ._core import Norm, accurate_stats
 from ._view import View, as_array, check_eps, grads, tangent
-from .dtypes import EXT
+from .dtypes import work
 from .errors import require
 
 EPS_MODES = ("inside", "outside", "none")
@@ -38,7 +38,7 @@ def axes_view(x, axes, *, centered: bool, divisor: str, eps_mode: str) -> View:
     x = as_array("x", x, ndim_min=1)
     ax = normalize_axes(axes, x.ndim)
     stat_shape = tuple(1 if i in ax else s for i, s in enumerate(x.shape))
-    return View(x.astype(EXT), Norm(axes=ax, centered=centered, divisor=divisor, eps_mode=eps_mode),
+    return View(x.astype(work()), Norm(axes=ax, centered=centered, divisor=divisor, eps_mode=eps_mode),
                 None, x.shape, stat_shape)
 
 
@@ -54,7 +54,7 @@ def _forward(x, eps, axes, eps_mode, stats=accurate_stats):
 
 def mean_variance_normalization(x, *, axes=(0, 2, 3), eps: float = 1e-9, eps_mode: str = "outside",
                                 _stats=accurate_stats) -> np.ndarray:
-    """MVN along `axes` (see module docstring); returns y, EXT, x's shape."""
+    """MVN along `axes` (see module docstring); returns y in x's shape, working type."""
     v, f = _forward(x, eps, axes, eps_mode, _stats)
     return v.back(f.y)
 

@@ -1,9 +1,10 @@
 """One entry point for every op and mode: reference outputs and their error bounds, by name.
 
 `evaluate(op, mode, inputs, attrs, precision)` is what the fuzzer calls for a `Case`: inputs and
-attrs are plain dicts (names below), the result maps each output name to its reference (EXT) and
-per-element bound. The typed functions of each op module are the documented API; this table maps
-case names onto them.
+attrs are plain dicts (names below), the result maps each output name to its reference and
+per-element bound, both in the evaluation's working type (`Precision.working_type`: numpy.float64
+for cases in float32 and narrower formats, EXT = numpy.longdouble otherwise). The typed functions of
+each op module are the documented API; this table maps case names onto them.
 
 Ops, modes and names (optional inputs in brackets):
     batch_norm     inference        x, running_mean, running_var, [gamma], [beta]    -> y
@@ -36,14 +37,16 @@ from . import op_layer_norm as layer_norm
 from . import op_mvn as mvn
 from . import op_rms_norm as rms_norm
 from ._view import View, check_eps, check_int, check_layout
-from .dtypes import EXT
+from . import dtypes
+from .dtypes import EXT, work
 from .errormodel import Precision
 from .errors import OracleInputError, require
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Reference outputs (EXT) and their per-element error bounds, by output name."""
+    """Reference outputs and their per-element error bounds, by output name (arrays of the
+    evaluation's working type: numpy.float64 or EXT)."""
 
     outputs: dict[str, np.ndarray]
     bounds: dict[str, np.ndarray]
@@ -158,18 +161,57 @@ def _case_params(d: OpDef) -> set[str]:
 
 
 def evaluate(op: str, mode: str, inputs: Mapping[str, np.ndarray], attrs: Mapping,
-             precision: Precision | str, *, stats: _core.StatsFn = _core.accurate_stats) -> Evaluation:
+             precision: Precision | str, *, stats: _core.StatsFn = _core.accurate_stats,
+             working=None) -> Evaluation:
     """Reference outputs and error bounds for one case (see the module docstring for names).
 
     Raises OracleInputError for an unknown op or mode, unknown or missing inputs or attributes,
     and every invalid value the op's typed function rejects. `stats` replaces the statistics
     computation (the bug zoo uses it to model broken variance algorithms); bounds stay those of the
     correct formula.
+
+    Working precision: `working=None` picks `working_type(p, inputs)` (float64 when every format of
+    the precision and every input array's dtype is float32 or narrower, else EXT). A float64
+    evaluation runs under
+    `dtypes.range_guard()`: if any intermediate overflows or underflows float64, the case is
+    evaluated again in EXT, so a float64 result is always that of an evaluation whose every
+    intermediate stayed in float64's normal range (docs/error-model.md, "The oracle's own error").
+    `working=numpy.float64` or `numpy.longdouble` forces that type, unguarded (for tests comparing
+    the two).
     """
     d = op_def(op)
     require(mode in d.modes, "mode", repr(mode), f"one of {list(d.modes)} for {op}")
     p = Precision.of(precision) if isinstance(precision, str) else precision
     a = _attrs(d, attrs)
+    if working is not None:
+        with dtypes.working(working):
+            return _evaluate(d, mode, inputs, a, p, stats)
+    t = working_type(p, inputs)
+    if t is not EXT:
+        try:
+            with dtypes.working(t), dtypes.range_guard():
+                return _evaluate(d, mode, inputs, a, p, stats)
+        except FloatingPointError:
+            pass  # an intermediate left float64's normal range: evaluate in EXT
+    with dtypes.working(EXT):
+        return _evaluate(d, mode, inputs, a, p, stats)
+
+
+def working_type(p: Precision, inputs: Mapping) -> type:
+    """The type `evaluate` works in for a case: numpy.float64 when `p.working_type` is float64 (all
+    formats float32 or narrower) and every input is stored in an array of float32 or a narrower
+    dtype (the case's carrier, as in every fuzz case), else `EXT`. The range argument of
+    docs/error-model.md is about values of those formats; an input stored in float64 or longdouble
+    (hand-written data, Python lists) may hold values outside them and is evaluated in EXT."""
+    if p.working_type is EXT:
+        return EXT
+    narrow = all(np.asarray(a).dtype.itemsize <= 4 for a in inputs.values())
+    return np.float64 if narrow else EXT
+
+
+def _evaluate(d: OpDef, mode: str, inputs: Mapping, a: dict, p: Precision, stats) -> Evaluation:
+    """`evaluate` in the current working type (`work()`)."""
+    op = d.name
     if op == "batch_norm":
         return _batch_norm(mode, inputs, a, p, stats)
     base = {d.x_name} | _case_params(d)
@@ -205,7 +247,7 @@ def _full(b: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 def _vjp_eval(d: OpDef, v: View, f, dy_w, p: Precision) -> Evaluation:
     dx, dg, db = _core.vjp(f, dy_w)
-    b = errormodel.vjp_bounds(f, dy_w, p)
+    b = errormodel.vjp_bounds(f, dy_w, p, dx=dx)
     outs = {"d" + d.x_name: v.back(dx)}
     bnds = {"d" + d.x_name: v.back(_full(b["x"], dx))}
     for vname, full, which in (("gamma", dg, "gamma"), ("beta", db, "beta")):
@@ -222,7 +264,7 @@ def _jvp_eval(d: OpDef, v: View, f, i: Mapping, p: Precision) -> Evaluation:
     tg = v.param_to_working("gamma", i.get("t" + d.params["gamma"])) if "gamma" in d.params and "gamma" in v.params else None
     tb = v.param_to_working("beta", i.get("t" + d.params["beta"])) if "beta" in d.params and "beta" in v.params else None
     ty = _core.jvp(f, tx, tg, tb)
-    b = errormodel.jvp_bounds(f, tx, tg, tb, p)
+    b = errormodel.jvp_bounds(f, tx, tg, tb, p, ty=ty)
     name = "t" + d.y_name
     return Evaluation({name: v.back(ty)}, {name: v.back(_full(b, ty))})
 
@@ -240,8 +282,8 @@ def _bn_given(v: View, i: Mapping):
         require(name in i, name, None, "an array of shape (C,) for inference")
     batch_norm._check_running("running_mean", i["running_mean"], c, nonneg=False)
     batch_norm._check_running("running_var", i["running_var"], c, nonneg=True)
-    return (np.asarray(i["running_mean"], dtype=EXT).reshape(1, c, 1),
-            np.asarray(i["running_var"], dtype=EXT).reshape(1, c, 1))
+    return (np.asarray(i["running_mean"], dtype=work()).reshape(1, c, 1),
+            np.asarray(i["running_var"], dtype=work()).reshape(1, c, 1))
 
 
 def _bn_step(x, i: Mapping, a: Mapping, p: Precision, rm, rv, rm_b, rv_b, step: int, stats):
@@ -275,7 +317,7 @@ def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision, stats) -> Eva
         xs = np.asarray(i["xs"])
         require(xs.ndim >= 3, "xs.ndim", xs.ndim, ">= 3 (K steps of an (N, C, ...) batch)")
         check_layout(a["layout"])
-        rm, rv = (np.asarray(i[k], dtype=EXT) for k in ("running_mean", "running_var"))
+        rm, rv = (np.asarray(i[k], dtype=work()) for k in ("running_mean", "running_var"))
         c = xs.shape[2] if a["layout"] == "channels_first" else xs.shape[-1]
         batch_norm._check_running("running_mean", rm, c, nonneg=False)
         batch_norm._check_running("running_var", rv, c, nonneg=True)
@@ -305,7 +347,7 @@ def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision, stats) -> Eva
             c = v.x.shape[1]
             batch_norm._check_running("running_mean", rm, c, nonneg=False)
             batch_norm._check_running("running_var", rv, c, nonneg=True)
-            rm, rv = np.asarray(rm, dtype=EXT), np.asarray(rv, dtype=EXT)
+            rm, rv = np.asarray(rm, dtype=work()), np.asarray(rv, dtype=work())
         z = None if rm is None else np.zeros_like(rm)
         o, b = _bn_step(i["x"], i, a, p, rm, rv, z, z, 0, stats)
         return Evaluation(o, b)
@@ -324,4 +366,4 @@ def modes() -> list[tuple[str, str]]:
     return [(o, m) for o, d in OPS.items() for m in d.modes]
 
 
-__all__ = ["Evaluation", "OPS", "OpDef", "OracleInputError", "Precision", "evaluate", "modes"]
+__all__ = ["Evaluation", "OPS", "OpDef", "OracleInputError", "Precision", "evaluate", "modes", "working_type"]
