@@ -187,7 +187,7 @@ class Campaign:
         w = self.workers.get(rid)
         if w is None:
             spec, _ = self.runners[rid]
-            w = Worker(spec, rid, timeout=self.cfg.timeout, memory_mb=self.cfg.memory_mb)
+            w = Worker(spec, rid, timeout=self.cfg.timeout, memory_mb=self.cfg.memory_mb, recycle=True)
             t0 = time.perf_counter()
             try:
                 w.start()

@@ -107,3 +107,26 @@ def test_ok_outcome_matches_in_process_result():
     assert o.status == "OK"
     for k in want:
         np.testing.assert_array_equal(o.outputs[k], want[k])
+
+
+def test_a_worker_whose_memory_grows_is_recycled_and_answers_stay_right(monkeypatch):
+    """With recycle=True a worker that holds more memory after every case (a framework's caches,
+    here 8 MiB leaked per case) is restarted once it grows by RECYCLE_GROWTH over its baseline
+    after WARM_CALLS answers, so its memory stays bounded; every answer is still a right answer."""
+    import fuzz.isolation as iso
+    from fuzz.isolation import _rss_bytes
+    from tests.fuzz.faulty_runners import layer_norm_outputs
+
+    monkeypatch.setattr(iso, "WARM_CALLS", 5)
+    peak = 0
+    with Worker(SPEC, "faulty.leak_slow", recycle=True) as w:
+        for i in range(60):
+            c = ln_case(seed=i)
+            o = w.run(c)
+            assert o.status == "OK" and np.array_equal(o.outputs["y"], layer_norm_outputs(c)["y"])
+            if w.proc is not None:
+                peak = max(peak, _rss_bytes(w.proc.pid))
+        assert w.recycles >= 2 and w.restarts >= 2
+    # 60 cases x 8 MiB would be 480 MiB more; recycled, the worker never holds more than
+    # (1 + RECYCLE_GROWTH) x its baseline plus one case's leak
+    assert peak < 380 * 2**20, peak >> 20
