@@ -330,7 +330,7 @@ def test_a_killed_campaign_takes_its_hung_workers_with_it(tmp_path):
     for the hour of its hang)."""
     out = tmp_path / "c"
     p = subprocess.Popen([sys.executable, "-m", "fuzz", "campaign", "--out", str(out), "--runner", FAULTY,
-                          "--jobs", "1", "--runners", "faulty.hang", "--ops", "layer_norm", "--modes", "forward",
+                          "--jobs", "1", "--pack", "1", "--runners", "faulty.hang", "--ops", "layer_norm", "--modes", "forward",
                           "--dtypes", "float32", "--cases", "3", "--timeout", "600", "--quiet", "--no-report"],
                          cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -452,7 +452,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
     db = out / DB_NAME
     argv = ["campaign", "--out", str(out), "--runner", FAULTY, "--runners", KILL_RUNNERS, "--ops", "layer_norm",
             "--modes", "forward", "--dtypes", "float32,float64", "--cases", str(KILL_CASES), "--seed", "5",
-            "--quiet", "--no-report", "--jobs", "1"]
+            "--quiet", "--no-report", "--jobs", "1", "--pack", "1"]  # (see CAMPAIGN_ARGS)
     committed: dict[tuple[str, str], str] = {}
     kills, log = 0, []
     for event, k in kill_schedule(20240611):
@@ -514,8 +514,10 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
 # The environment fails: full disk, read-only folder, locked database
 
 CAMPAIGN_ARGS = ["--runner", FAULTY, "--ops", "layer_norm", "--modes", "forward", "--dtypes", "float32,float64",
-                 "--runners", "faulty.none,faulty.random_exception.often", "--quiet", "--no-report", "--jobs", "1"]
-# (--jobs 1: these tests follow one campaign process and its workers; --jobs has tests of its own)
+                 "--runners", "faulty.none,faulty.random_exception.often", "--quiet", "--no-report", "--jobs", "1",
+                 "--pack", "1"]
+# (--jobs 1: these tests follow one campaign process and its workers; --pack 1: the faults fire by
+# case id, which a packed call does not have; --jobs and packing have tests of their own)
 
 # `normfuzz` under a file-size limit (the disk filling up: write() fails with EFBIG, as it would
 # with ENOSPC; SIGXFSZ ignored, so the limit is an error and not a kill).
