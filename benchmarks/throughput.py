@@ -39,8 +39,8 @@ raw floor (ms/case)
                   a long campaign amortizes, and would flatter normfuzz.
 
 normfuzz (cases/s, 1 core)
-    End-to-end campaign throughput: `normfuzz campaign --jobs 1 ...` (generation, oracle in extended
-    precision, the three runners in their isolated workers, comparison through the error model,
+    End-to-end campaign throughput: `normfuzz campaign --jobs 1 ...` (generation, oracle (float64 for
+    these float32 cases), the three runners in their isolated workers, comparison through the error model,
     triage, storage in SQLite; `--no-minimize --no-report --quiet`) run as a subprocess for `--budget`
     seconds and pinned to one core (`os.sched_setaffinity`, inherited by its workers). From its
     `summary.json`: cases/s = totals.cases_run / (totals.seconds - totals.startup_seconds), where

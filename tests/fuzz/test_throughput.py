@@ -150,8 +150,11 @@ def test_jobs_interrupt_and_resume(tmp_path):
     """Ctrl-C on a --jobs campaign stops every job and keeps what they found; --resume continues
     with the same jobs, and the case total grows."""
     out = tmp_path / "r"
+    # SIGINT's default disposition in the campaign (a shell's background job, as CI may run the suite,
+    # starts with SIGINT ignored, and Python then installs no KeyboardInterrupt handler)
     p = subprocess.Popen(_cmd(out, "--budget", "10m", "--jobs", "2", "--no-minimize"), cwd=REPO, env=_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         time.sleep(1)
