@@ -118,6 +118,11 @@ class _State:
     startup_seconds: float = 0.0  # spent starting workers (excluded from throughput figures)
 
 
+def _expected_shapes(ref) -> dict[str, tuple[int, ...]] | None:
+    """Output name -> shape the oracle gives (a worker's answer of another shape is BAD_OUTPUT)."""
+    return None if ref.evaluation is None else {k: v.shape for k, v in ref.evaluation.outputs.items()}
+
+
 def platform_info() -> dict[str, str]:
     return {"python": sys.version.split()[0], "implementation": platform.python_implementation(),
             "os": platform.platform(), "machine": platform.machine(), "numpy": np.__version__,
@@ -229,11 +234,10 @@ class Campaign:
         ref = refs.get(prec)
         if ref is None:
             ref = refs[prec] = reference(case, prec)
-        expected = None if ref.evaluation is None else {k: v.shape for k, v in ref.evaluation.outputs.items()}
         w = self._worker(rid)
         if w is None:
             return None, None
-        outcome = w.run(case, expected=expected)
+        outcome = w.run(case, expected=_expected_shapes(ref))
         return self._judge(rid, spec, case, outcome, ref)
 
     def _judge(self, rid: str, spec, case, outcome, ref) -> tuple[Any, Finding | None]:
@@ -285,17 +289,13 @@ class Campaign:
                 w = self._worker(rid)
                 if w is not None:
                     submitted[rid] = (w, w.submit(packed))
-            refs: dict = {}
-            for rid in submitted:  # the oracle runs while the workers compute
-                prec = self._precision(rid, packed)
-                if prec not in refs:
-                    refs[prec] = reference(packed, prec)
+            precs = {rid: self._precision(rid, packed) for rid in submitted}
+            refs = {prec: reference(packed, prec) for prec in set(precs.values())}  # while the workers compute
             member_refs: dict = {}
             for rid, (w, failed) in submitted.items():
-                prec = self._precision(rid, packed)
+                prec = precs[rid]
                 ref = refs[prec]
-                expected = None if ref.evaluation is None else {k: v.shape for k, v in ref.evaluation.outputs.items()}
-                outcome = failed if failed is not None else w.collect(packed, expected=expected)
+                outcome = failed if failed is not None else w.collect(packed, expected=_expected_shapes(ref))
                 st.packed_calls += 1
                 parts = split(p, outcome.outputs) if outcome.status == "OK" else None
                 if parts is None or ref.evaluation is None:
@@ -598,7 +598,6 @@ class Campaign:
         procs = [ctx.Process(target=_job_main, args=(self.cfg.to_dict(), j, n, os.getpid()), daemon=False)
                  for j in range(n)]
         status = "finished"
-        failure: BaseException | None = None
         try:
             for p in procs:
                 p.start()
@@ -626,7 +625,6 @@ class Campaign:
                     raise StoreError("; ".join(texts))
                 raise InternalError("\n".join(texts))
         except BaseException as exc:
-            failure = exc
             for p in procs:
                 if p.is_alive():
                     p.kill()
