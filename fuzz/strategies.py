@@ -82,12 +82,11 @@ momentum: common values (0.1, 0.99, 0.9, 0.01, 0, 1), None (cumulative average),
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import struct
 import types
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from math import prod
 from typing import Any, Mapping, Sequence
 
@@ -101,7 +100,7 @@ from .case import Case
 
 __all__ = [
     "REGIMES", "DEFAULT_REGIMES", "DTYPE_NAMES", "PARAM_KINDS", "RUNNING_KINDS", "CaseSpec",
-    "case_specs", "materialize", "materialize_family", "member_seed", "reduction_length", "large_mean_ratios", "applicable_regimes",
+    "case_specs", "materialize", "materialize_family", "reduction_length", "large_mean_ratios", "applicable_regimes",
 ]
 
 #: Regimes, simplest first (shrinking moves toward the first).
@@ -763,13 +762,15 @@ def _standardize(z: np.ndarray, axes: tuple[int, ...], n: int) -> np.ndarray:
     return z / np.where(sd > 0, sd, 1.0)
 
 
-def _data(spec: CaseSpec, geo: _Geo, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x in float64 in `work` shape, per-channel loc, per-channel scale) for the regime."""
+def _data(spec: CaseSpec, geo: _Geo, rng, f: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x in float64 in `work` shape, per-channel loc, per-channel scale) for the regime; with a
+    family size `f`, every array has a leading axis of `f` members (each its own sets)."""
     d = DTYPES[spec.dtype]
     ts = spec.mode == "training_steps"
-    work = ((spec.steps,) if ts else ()) + geo.work
-    axes = tuple(a + ts for a in geo.axes)
-    stat = tuple(1 if (i in axes or (ts and i == 0)) else s for i, s in enumerate(work))
+    lead = () if f is None else (f,)
+    work = lead + ((spec.steps,) if ts else ()) + geo.work
+    axes = tuple(a + ts + len(lead) for a in geo.axes)
+    stat = tuple(1 if (i in axes or (ts and i == len(lead))) else s for i, s in enumerate(work))
     m = prod(stat)
     loc, scale, codes = _set_params(spec, geo, rng, m)
     loc, scale, codes = loc.reshape(stat), scale.reshape(stat), codes.reshape(stat)
@@ -780,6 +781,8 @@ def _data(spec: CaseSpec, geo: _Geo, rng) -> tuple[np.ndarray, np.ndarray, np.nd
             a = spread[int(rng.integers(len(spread)))]
             shp = [1] * len(work)
             shp[a] = work[a]
+            if lead:  # every member its own spread along the same axis
+                shp[0] = f
             z = z * _loguni(rng, -3, 3, tuple(shp))
     z = _standardize(z, axes, geo.n)
     if spec.regime in ("huge", "mixed"):
@@ -790,29 +793,43 @@ def _data(spec: CaseSpec, geo: _Geo, rng) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.clip(x, -d.max, d.max), loc, scale
 
 
-def _param(kind: str, center: float, shape: tuple[int, ...], dtype: str, rng) -> np.ndarray:
+def _param(kind: str, center: float, shape: tuple[int, ...], dtype: str, rng, f: int | None = None) -> np.ndarray:
+    """A parameter of `shape` (with a family size `f`: `f` of them, stacked)."""
     d = DTYPES[dtype]
     size = prod(shape)
+    full = tuple(shape) if f is None else (f, *shape)
+    total = prod(full)
     if kind == "default":
-        p = np.full(size, center)
+        p = np.full(total, center)
     elif kind == "random":
-        p = center + rng.standard_normal(size)
+        p = center + rng.standard_normal(total)
     elif kind == "zero":
-        p = np.where(rng.random(size) < 0.5, 0.0, center + rng.standard_normal(size))
-        p[rng.integers(size)] = 0.0
+        p = np.where(rng.random(total) < 0.5, 0.0, center + rng.standard_normal(total))
+        _hit_one(p, size, f, rng, 0.0)
     elif kind == "negative":
-        p = -(np.abs(center + rng.standard_normal(size)) + rng.exponential(1.0, size) + 2.0 ** -8)
+        p = -(np.abs(center + rng.standard_normal(total)) + rng.exponential(1.0, total) + 2.0 ** -8)
     elif kind == "huge":
-        p = _loguni(rng, math.log10(math.sqrt(d.max)), math.log10(d.max / 2), size) * _sign(rng, size)
+        p = _loguni(rng, math.log10(math.sqrt(d.max)), math.log10(d.max / 2), total) * _sign(rng, total)
     else:
         raise _choices("parameter kind", kind, PARAM_KINDS)
-    return round_to(dtype, p.reshape(shape))
+    return round_to(dtype, p.reshape(full))
 
 
-def _running(spec: CaseSpec, loc: np.ndarray, scale: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+def _hit_one(a: np.ndarray, size: int, f: int | None, rng, value) -> None:
+    """Set one random element of flat `a` (with a family size `f`: one per member's `size` block)."""
+    if f is None:
+        a[rng.integers(size)] = value
+    else:
+        a.reshape(f, size)[np.arange(f), rng.integers(size, size=f)] = value
+
+
+def _running(spec: CaseSpec, loc: np.ndarray, scale: np.ndarray, rng,
+             f: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Running statistics per channel (with a family size `f`: shape (f, C), each member's own)."""
     d = DTYPES[spec.dtype]
     loc, scale = loc.ravel(), scale.ravel()
     c = loc.size
+    per = c if f is None else c // f
     if spec.running == "init":
         rm, rv = np.zeros(c), np.ones(c)
     else:
@@ -821,7 +838,7 @@ def _running(spec: CaseSpec, loc: np.ndarray, scale: np.ndarray, rng) -> tuple[n
         with np.errstate(over="ignore"):
             rv = scale * scale * _loguni(rng, -jitter, jitter, c)
     pick = rng.random(c) < 0.5
-    pick[rng.integers(c)] = True
+    _hit_one(pick, per, f, rng, True)
     if spec.running == "zero_var":
         rv = np.where(pick, 0.0, rv)
     elif spec.running == "tiny_var":
@@ -830,11 +847,19 @@ def _running(spec: CaseSpec, loc: np.ndarray, scale: np.ndarray, rng) -> tuple[n
         rv = np.where(pick, -_loguni(rng, -3, 1, c), rv)
     rm = np.clip(rm, -d.max, d.max)
     rv = np.minimum(rv, d.max)
+    if f is not None:
+        rm, rv = rm.reshape(f, per), rv.reshape(f, per)
     return round_to(spec.dtype, rm), round_to(spec.dtype, rv)
 
 
-def _tangent(dtype: str, shape, rng) -> np.ndarray:
-    return round_to(dtype, rng.standard_normal(shape) * 10.0 ** rng.uniform(-2, 2))
+def _tangent(dtype: str, shape, rng, f: int | None = None) -> np.ndarray:
+    """A tangent (cotangent) of `shape` at one random scale (with a family size `f`: `f` of them,
+    each at its own scale)."""
+    if f is None:
+        return round_to(dtype, rng.standard_normal(shape) * 10.0 ** rng.uniform(-2, 2))
+    shape = tuple(shape)
+    z = rng.standard_normal((f, *shape))
+    return round_to(dtype, z * 10.0 ** rng.uniform(-2, 2, (f,) + (1,) * len(shape)))
 
 
 def _inject_nonfinite(inputs: dict[str, np.ndarray], primary: str, rng) -> None:
@@ -853,25 +878,24 @@ def _inject_nonfinite(inputs: dict[str, np.ndarray], primary: str, rng) -> None:
         a.reshape(-1)[rng.integers(a.size)] = choices[rng.integers(len(choices))]
 
 
-def materialize(spec: CaseSpec) -> Case:
-    """The `Case` of `spec`: every array from `default_rng(spec.seed)` (module docstring).
-
-    Deterministic: the same spec gives the same case id. Raises ValueError for a spec whose
-    attributes do not fit its op (`CaseSpec` checks names; the oracle checks the rest).
-    """
-    rng = np.random.default_rng(spec.seed)
+def _inputs(spec: CaseSpec, rng, f: int | None = None) -> dict[str, np.ndarray]:
+    """The input arrays of `spec` drawn from `rng`. With a family size `f`, `f` members at once
+    (one numpy call per array, not per member): an array of `FAMILY_SHARED` is one array common to
+    every member, any other has a leading axis of `f` members."""
     op, mode, dtype = spec.op, spec.mode, spec.dtype
     try:
         geo = _geometry(op, spec.shape, spec.attrs)
     except (KeyError, TypeError, ZeroDivisionError) as exc:
         raise ValueError(f"attrs={dict(spec.attrs)} do not fit {op} with shape {spec.shape}: {exc!r}") from None
-    x, loc, scale = _data(spec, geo, rng)
+    lead = () if f is None else (f,)
+    shared = FAMILY_SHARED.get(op, ()) if f is not None else ()
+    x, loc, scale = _data(spec, geo, rng, f)
     xname = "v" if op == "weight_norm" else "x"
     inputs: dict[str, np.ndarray] = {}
     if mode == "training_steps":
-        inputs["xs"] = round_to(dtype, x.reshape((spec.steps, *spec.shape)))
+        inputs["xs"] = round_to(dtype, x.reshape((*lead, spec.steps, *spec.shape)))
     else:
-        inputs[xname] = round_to(dtype, x.reshape(spec.shape))
+        inputs[xname] = round_to(dtype, x.reshape((*lead, *spec.shape)))
 
     gname, bname = _GAMMA.get(op), _BETA.get(op)
     if gname and spec.gamma is not None:
@@ -879,22 +903,38 @@ def materialize(spec: CaseSpec) -> Case:
         if op == "weight_norm" and spec.param_keepdims:
             dim = spec.attrs["dim"] % len(spec.shape)
             pshape = tuple(s if i == dim else 1 for i, s in enumerate(spec.shape))
-        inputs[gname] = _param(spec.gamma, 1.0, pshape, dtype, rng)
+        inputs[gname] = _param(spec.gamma, 1.0, pshape, dtype, rng, None if gname in shared else f)
     if bname and spec.beta is not None:
-        inputs[bname] = _param(spec.beta, 0.0, geo.param_shape, dtype, rng)
+        inputs[bname] = _param(spec.beta, 0.0, geo.param_shape, dtype, rng, None if bname in shared else f)
     if spec.running is not None:
-        inputs["running_mean"], inputs["running_var"] = _running(spec, loc, scale, rng)
+        inputs["running_mean"], inputs["running_var"] = _running(spec, loc, scale, rng, f)
 
     kind = mode.rpartition("_")[2]
     if kind == "vjp":
-        inputs["dw" if op == "weight_norm" else "dy"] = _tangent(dtype, spec.shape, rng)
+        inputs["dw" if op == "weight_norm" else "dy"] = _tangent(dtype, spec.shape, rng, f)
     elif kind == "jvp":
-        inputs["t" + xname] = _tangent(dtype, spec.shape, rng)
+        inputs["t" + xname] = _tangent(dtype, spec.shape, rng, f)
         for name in spec.tangents:
-            inputs["t" + name] = _tangent(dtype, inputs[name].shape, rng)
+            tf = None if "t" + name in shared else f
+            inputs["t" + name] = _tangent(dtype, inputs[name].shape[len(lead) if name not in shared else 0:], rng, tf)
     if spec.regime == "nonfinite":
-        _inject_nonfinite(inputs, "xs" if mode == "training_steps" else xname, rng)
-    return Case(op, mode, dtype, inputs, spec.attrs)
+        primary = "xs" if mode == "training_steps" else xname
+        if f is None:
+            _inject_nonfinite(inputs, primary, rng)
+        else:  # per member; a shared array only from member 0 (it is every member's)
+            for i in range(f):
+                _inject_nonfinite({k: (a if k in shared else a[i]) for k, a in inputs.items()
+                                   if i == 0 or k not in shared}, primary, rng)
+    return inputs
+
+
+def materialize(spec: CaseSpec) -> Case:
+    """The `Case` of `spec`: every array from `default_rng(spec.seed)` (module docstring).
+
+    Deterministic: the same spec gives the same case id. Raises ValueError for a spec whose
+    attributes do not fit its op (`CaseSpec` checks names; the oracle checks the rest).
+    """
+    return Case(spec.op, spec.mode, spec.dtype, _inputs(spec, np.random.default_rng(spec.seed)), spec.attrs)
 
 
 #: Inputs that the members of a family share (identical arrays), per op: LayerNorm and RMSNorm
@@ -902,30 +942,23 @@ def materialize(spec: CaseSpec) -> Case:
 FAMILY_SHARED = {"layer_norm": ("gamma", "beta", "tgamma", "tbeta"), "rms_norm": ("weight", "tweight")}
 
 
-def member_seed(seed: int, i: int) -> int:
-    """The numpy seed of member `i` of the family of a spec with `seed` (member 0: `seed` itself)."""
-    if i == 0:
-        return seed
-    digest = hashlib.sha256(f"normfuzz-family:{seed}:{i}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
 def materialize_family(spec: CaseSpec, size: int) -> list[Case]:
-    """`size` cases of one signature from one spec: member 0 is `materialize(spec)`, member i the
-    spec with seed `member_seed(spec.seed, i)` (its own data, statistics, cotangents and tangents),
-    with the inputs of `FAMILY_SHARED` taken from member 0. One Hypothesis example thus yields a
-    family that `fuzz.packing` can evaluate in one framework call; shrinking the spec shrinks every
-    member (shape, regime, parameters), and member i is an ordinary case (stored and replayed as
-    any other)."""
+    """`size` cases of one signature from one spec, drawn at once: every array of every member in
+    one numpy call (`_inputs` with a family axis) from `default_rng([spec.seed, size])`; a family of
+    one is `materialize(spec)`. Each member has its own data, statistics, cotangents and tangents
+    (and, per set, its own regime draw), except the inputs of `FAMILY_SHARED`, one array common to
+    every member. One Hypothesis example thus yields a family that `fuzz.packing` evaluates in one
+    framework call; the family is a function of (spec, size), so shrinking the spec shrinks every
+    member (shape, regime, parameters) and replaying it replays every member; member i is an
+    ordinary case (stored and replayed as any other)."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ValueError(f"size={size!r} is invalid: expected an int >= 1")
-    first = materialize(spec)
-    out = [first]
+    if size == 1:
+        return [materialize(spec)]
+    inputs = _inputs(spec, np.random.default_rng([spec.seed, size]), size)
+    # frozen once (read-only, over immutable bytes): each member's arrays are views that `Case`
+    # keeps without another copy, and a shared array is the same object in every member
+    inputs = {k: np.frombuffer(np.ascontiguousarray(a).tobytes(), a.dtype).reshape(a.shape) for k, a in inputs.items()}
     shared = FAMILY_SHARED.get(spec.op, ())
-    for i in range(1, size):
-        c = materialize(replace(spec, seed=member_seed(spec.seed, i)))
-        common = {n: first.inputs[n] for n in shared if n in c.inputs}
-        if common:
-            c = Case(c.op, c.mode, c.dtype, {**c.inputs, **common}, c.attrs)
-        out.append(c)
-    return out
+    return [Case(spec.op, spec.mode, spec.dtype, {k: (a if k in shared else a[i]) for k, a in inputs.items()},
+                 spec.attrs) for i in range(size)]

@@ -21,7 +21,7 @@ import oracles
 from fuzz.case import Case
 from fuzz.strategies import (
     API_EPS, DEFAULT_REGIMES, DTYPE_NAMES, EPS_RANGE, REGIMES, CaseSpec, applicable_regimes, case_specs,
-    large_mean_ratios, materialize, reduction_length,
+    large_mean_ratios, materialize, materialize_family, reduction_length,
 )
 from oracles.dtypes import DTYPES, EXT, is_representable
 from oracles.errors import OracleInputError
@@ -181,7 +181,11 @@ def test_regime_property(op, regime):
 
     def check(spec):
         assert spec.regime == regime
-        case = materialize(spec)
+        # the case of the spec, and the last member of its family of 3 (drawn at once, vectorized)
+        for case in (materialize(spec), materialize_family(spec, 3)[2]):
+            check_member(spec, case)
+
+    def check_member(spec, case):
         check_case(spec, case)
         dt = DTYPES[case.dtype]
         x = data_of(case)
@@ -365,3 +369,26 @@ def test_materialize_speed_is_printed():
         lines.append(f"{spec.op}/{spec.mode} {spec.regime} {spec.dtype}: "
                      f"{(time.perf_counter() - t0) / reps * 1e6:.0f} us per case")
     print("\nmaterialize (Case construction included):\n  " + "\n  ".join(lines))
+
+
+def test_family_is_a_function_of_spec_and_size():
+    """`materialize_family` draws every member at once: the same (spec, size) gives the same members,
+    each member its own data (well_conditioned: distinct cases), the shared parameters one array, and
+    a family of one is the spec's own case."""
+    from fuzz.strategies import FAMILY_SHARED
+
+    seen = Counter()
+
+    def check(spec):
+        a, b = materialize_family(spec, 4), materialize_family(spec, 4)
+        assert [m.id for m in a] == [m.id for m in b]
+        assert len({m.id for m in a}) == 4, spec
+        assert materialize_family(spec, 1)[0].id == materialize(spec).id
+        for name in FAMILY_SHARED.get(spec.op, ()):
+            if name in a[0].inputs:
+                assert all(np.array_equal(m.inputs[name], a[0].inputs[name]) for m in a)
+                seen["shared"] += 1
+        seen[spec.op] += 1
+
+    run(case_specs(regimes=["well_conditioned"]), check, 60)
+    assert seen["shared"] >= 1 and len(seen) >= 4, seen
