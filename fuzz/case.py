@@ -108,7 +108,7 @@ class Case:
     dtype: str
     inputs: Mapping[str, np.ndarray]
     attrs: Mapping[str, AttrValue] = field(default_factory=dict)
-    _digest: str = field(init=False, repr=False, compare=False)
+    _digest_cache: str | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         for what, value in (("op", self.op), ("mode", self.mode)):
@@ -134,7 +134,16 @@ class Case:
 
         object.__setattr__(self, "inputs", types.MappingProxyType(inputs))
         object.__setattr__(self, "attrs", types.MappingProxyType(attrs))
-        object.__setattr__(self, "_digest", _content_digest(self))
+
+    @property
+    def _digest(self) -> str:
+        # computed on first use: the content is frozen, and most cases of a packed family are
+        # never identified (only a flagged member is)
+        d = self._digest_cache
+        if d is None:
+            d = _content_digest(self)
+            object.__setattr__(self, "_digest_cache", d)
+        return d
 
     # ---- identity
 
@@ -187,13 +196,15 @@ class Case:
 
     def to_wire(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The case as (metadata, arrays) for a framing that carries raw buffers (`fuzz.wire`): no
-        base64, no copy beyond the framing's own; `from_wire` inverts it."""
-        return self._metadata(), dict(self.inputs)
+        base64, no copy beyond the framing's own; `from_wire` inverts it. The metadata's id is ""
+        unless the case was already identified (hashing a packed case costs more than sending it)."""
+        meta = self._metadata(identify=False)
+        return meta, dict(self.inputs)
 
     @classmethod
     def from_wire(cls, meta: Any, arrays: Mapping[str, np.ndarray], *, check_id: bool = True) -> Case:
         """The case `to_wire` gave; raises `CaseFormatError` on anything malformed (the arrays must be
-        the ones the metadata lists, with its dtypes and shapes)."""
+        the ones the metadata lists, with its dtypes and shapes). `check_id` checks a non-empty id."""
         source = "case message"
         header, specs = _parse_document(meta, source, embedded=False)
         if sorted(s.name for s in specs) != sorted(arrays):
@@ -204,7 +215,7 @@ class Case:
             if a.dtype != spec.dtype or tuple(a.shape) != tuple(spec.shape):
                 raise CaseFormatError(f"{source}: input {spec.name!r} is {a.dtype.str} {list(a.shape)}; "
                                       f"the metadata says {spec.dtype.str} {list(spec.shape)}")
-        return _build(header, dict(arrays), source, check_id=check_id)
+        return _build(header, dict(arrays), source, check_id=check_id and header.id != "")
 
     @classmethod
     def from_json(cls, text: str | bytes, *, check_id: bool = True) -> Case:
@@ -277,11 +288,14 @@ class Case:
 
     # ---- helpers
 
-    def _metadata(self) -> dict[str, Any]:
+    def _metadata(self, identify: bool = True) -> dict[str, Any]:
+        # identify=False (the wire): the id only when already known, else "" (hashing a packed case
+        # costs more than sending it, and a worker does not check the id)
+        known = identify or self._digest_cache is not None
         return {
             "schema": SCHEMA,
             "version": VERSION,
-            "id": self.id,
+            "id": self.id if known else "",
             "op": self.op,
             "mode": self.mode,
             "dtype": self.dtype,
@@ -330,6 +344,18 @@ def _check_name(what: str, name: Any) -> None:
         raise CaseFormatError(f"{what} name {name!r} is not valid; expected an identifier (letters, digits, '_')")
 
 
+def _immutable(arr: np.ndarray) -> bool:
+    """Whether `arr` is read-only and its memory belongs to a bytes object (nothing can write it)."""
+    if arr.flags.writeable:
+        return False
+    base = arr.base
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    return isinstance(base, bytes)
+
+
 def _freeze_array(name: str, value: Any, case_dtype: str) -> np.ndarray:
     """A read-only, C-ordered, little-endian copy of `value`, checked against the case's dtype."""
     arr = np.asarray(value)
@@ -347,8 +373,12 @@ def _freeze_array(name: str, value: Any, case_dtype: str) -> np.ndarray:
         )
     if dt.byteorder == ">":
         arr = arr.byteswap().view(le)  # bit-exact, keeps NaN payloads
-    # Backed by an immutable bytes object, so the array cannot be made writeable again.
-    frozen = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=le).reshape(arr.shape)
+    # Backed by an immutable bytes object, so the array cannot be made writeable again; an array
+    # that already is (a received message's, another case's input or a view of one) is kept as is.
+    if _immutable(arr) and arr.flags.c_contiguous and arr.dtype == le:
+        frozen = arr
+    else:
+        frozen = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=le).reshape(arr.shape)
     if case_dtype == "bfloat16" and le.kind == "f":
         bits = frozen.view(np.uint32)
         bad = ((bits & np.uint32(0xFFFF)) != 0) & ~np.isnan(frozen)
