@@ -31,10 +31,14 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: Worker recycling (memory that grows with the cases seen: tf.function and Keras layer caches, ORT
 #: sessions, a framework's own caches): after WARM_CALLS answers a worker's resident memory is its
-#: baseline; when it exceeds the baseline by RECYCLE_GROWTH (relative) the worker exits after the
-#: answer and the next case starts a fresh one. Measured on TF/Keras workers: +120 MiB/min without it.
+#: baseline; when it exceeds the baseline by RECYCLE_GROWTH (relative) and by RECYCLE_MIN_BYTES the
+#: worker exits after the answer and the next case starts a fresh one. Measured on TF/Keras workers:
+#: +120 MiB/min without it. The absolute floor spares small workers whose caches are bounded and
+#: were not full at the baseline: an ORT worker (~100 MiB, an LRU of sessions) grew by 30 MiB, and
+#: restarting it every few hundred packed calls cost a start-up and every session again.
 WARM_CALLS = 100
 RECYCLE_GROWTH = 0.3
+RECYCLE_MIN_BYTES = 128 << 20
 
 
 class InternalError(RuntimeError):
@@ -99,6 +103,7 @@ class Worker:
         self.recycle = recycle          # restart when memory grows (WARM_CALLS, RECYCLE_GROWTH)
         self.recycles = 0
         self._served = 0
+        self._exit_requested = False
         self._baseline = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -107,6 +112,8 @@ class Worker:
         """Start the worker and wait for READY; raises WorkerSetupError with the reason."""
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
+        for fd in (req_w, rep_w):
+            _widen_pipe(fd)
         self._stderr = tempfile.TemporaryFile()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}
         cmd = [sys.executable, "-m", "fuzz.worker", "--spec", self.spec, "--runner", self.runner_id,
@@ -115,6 +122,7 @@ class Worker:
             cmd += ["--memory-mb", str(self.rlimit_mb)]
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._exit_requested = False
         self.proc = subprocess.Popen(cmd, pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
                                      start_new_session=True)
@@ -143,11 +151,22 @@ class Worker:
         if self.proc is None:
             return
         try:
-            write_message(self._fds[0], {"cmd": "exit"})
+            self.request_exit()
             self.proc.wait(timeout=1.0)
         except (OSError, subprocess.TimeoutExpired, WireError):
             pass
         self._kill()
+
+    def request_exit(self) -> None:
+        """Ask the worker to exit without waiting (`close` then waits): several workers tearing
+        down their frameworks at once (`close_all`) take as long as the slowest, not the sum."""
+        if self.proc is None or self._exit_requested:
+            return
+        self._exit_requested = True
+        try:
+            write_message(self._fds[0], {"cmd": "exit"})
+        except (OSError, WireError):
+            pass
 
     def __enter__(self):
         return self
@@ -298,10 +317,36 @@ class Worker:
         rss = _rss_bytes(self.proc.pid)
         if self._served == WARM_CALLS or not self._baseline:
             self._baseline = rss
-        elif rss > self._baseline * (1 + RECYCLE_GROWTH):
+        elif rss > self._baseline + max(self._baseline * RECYCLE_GROWTH, RECYCLE_MIN_BYTES):
             self.recycles += 1
             self._served, self._baseline = 0, 0
             self.close()
+
+
+#: Pipe buffer asked for (Linux F_SETPIPE_SZ; an unprivileged process may ask up to
+#: /proc/sys/fs/pipe-max-size, 1 MiB by default): a packed case (up to 256 KiB of float32 data plus
+#: its other inputs) fits whole, so a write returns without waiting for the worker to read, and on
+#: one core the writer is not switched out once per 64 KiB (the default size).
+PIPE_BYTES = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    """Grow the pipe of `fd` to PIPE_BYTES where the OS allows it (else keep its size)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):
+        pass
+
+
+def close_all(workers) -> None:
+    """Close every worker of `workers`, asking all of them to exit first."""
+    workers = list(workers)
+    for w in workers:
+        w.request_exit()
+    for w in workers:
+        w.close()
 
 
 def _with_case(o: Outcome, case_id: str) -> Outcome:

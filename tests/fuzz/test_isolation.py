@@ -112,12 +112,14 @@ def test_ok_outcome_matches_in_process_result():
 def test_a_worker_whose_memory_grows_is_recycled_and_answers_stay_right(monkeypatch):
     """With recycle=True a worker that holds more memory after every case (a framework's caches,
     here 8 MiB leaked per case) is restarted once it grows by RECYCLE_GROWTH over its baseline
-    after WARM_CALLS answers, so its memory stays bounded; every answer is still a right answer."""
+    (and by RECYCLE_MIN_BYTES, set to 16 MiB here) after WARM_CALLS answers, so its memory stays
+    bounded; every answer is still a right answer."""
     import fuzz.isolation as iso
     from fuzz.isolation import _rss_bytes
     from tests.fuzz.faulty_runners import layer_norm_outputs
 
     monkeypatch.setattr(iso, "WARM_CALLS", 5)
+    monkeypatch.setattr(iso, "RECYCLE_MIN_BYTES", 16 << 20)
     peak = 0
     with Worker(SPEC, "faulty.leak_slow", recycle=True) as w:
         for i in range(60):
@@ -130,3 +132,17 @@ def test_a_worker_whose_memory_grows_is_recycled_and_answers_stay_right(monkeypa
     # 60 cases x 8 MiB would be 480 MiB more; recycled, the worker never holds more than
     # (1 + RECYCLE_GROWTH) x its baseline plus one case's leak
     assert peak < 380 * 2**20, peak >> 20
+
+
+def test_growth_below_the_absolute_floor_does_not_recycle(monkeypatch):
+    """A worker that grows by more than RECYCLE_GROWTH of its baseline but less than
+    RECYCLE_MIN_BYTES (a small worker filling a bounded cache) keeps running."""
+    import fuzz.isolation as iso
+
+    monkeypatch.setattr(iso, "WARM_CALLS", 5)
+    monkeypatch.setattr(iso, "RECYCLE_GROWTH", 0.01)
+    monkeypatch.setattr(iso, "RECYCLE_MIN_BYTES", 1 << 30)
+    with Worker(SPEC, "faulty.leak_slow", recycle=True) as w:
+        for i in range(20):  # 15 x 8 MiB after the baseline: far over 1%, under 1 GiB
+            assert w.run(ln_case(seed=i)).status == "OK"
+        assert w.recycles == 0 and w.restarts == 0
