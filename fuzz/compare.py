@@ -101,15 +101,19 @@ def check_output(name: str, actual: np.ndarray, ref: np.ndarray, bound: np.ndarr
     ratio = error_ratio(actual, ref, bound, dtype)
     a = np.asarray(actual).astype(np.asarray(ref).dtype)  # the oracle's working type (float64 or EXT)
     constrained = ~np.isinf(bound)  # an unconstrained element agrees whatever it holds (error_ratio)
-    with np.errstate(invalid="ignore"):
-        pattern = constrained & ((np.isnan(a) ^ np.isnan(ref))
-                                 | (~np.isfinite(a) & np.isfinite(ref) & (ratio > 1))
-                                 | (np.isfinite(a) & np.isinf(ref)))
+    if np.isfinite(a).all() and np.isfinite(ref).all():
+        mismatches = 0  # every term of the pattern below needs a NaN or an infinity
+    else:
+        with np.errstate(invalid="ignore"):
+            pattern = constrained & ((np.isnan(a) ^ np.isnan(ref))
+                                     | (~np.isfinite(a) & np.isfinite(ref) & (ratio > 1))
+                                     | (np.isfinite(a) & np.isinf(ref)))
+        mismatches = int(pattern.sum())
     if ratio.size == 0:
         return OutputCheck(name, 0.0, (), 0.0, 0.0, 0.0, 0, 0, 0, 0)
     i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
     return OutputCheck(name, float(ratio[i]), tuple(int(k) for k in i), float(a[i]), float(ref[i]), float(bound[i]),
-                       int(pattern.sum()), int((ratio > 1).sum()), int((~constrained).sum()), int(ratio.size))
+                       mismatches, int((ratio > 1).sum()), int((~constrained).sum()), int(ratio.size))
 
 
 def compare(case, outcome: Outcome, ref: Reference) -> Verdict:

@@ -644,6 +644,10 @@ def error_ratio(actual, ref, bound, dtype: str) -> np.ndarray:
         a, ref, bound = np.broadcast_arrays(a, ref, bound)
         err = np.abs(a - ref)
         ratio = np.where(err == 0, 0.0, err / bound)
+        if np.isfinite(err).all() and np.isfinite(bound).all():
+            # the usual case: actual and ref finite (else err is not), bound finite: none of the
+            # rules below applies (they all need a NaN or an infinity)
+            return ratio
         thr = overflow_threshold(dtype, t)
         # the interval ref +- bound reaches the threshold on the side of actual's infinity (not
         # sign(ref) == sign(actual): with a bound larger than |ref| either sign is honest)
