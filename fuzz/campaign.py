@@ -20,7 +20,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -30,14 +30,14 @@ from oracles import Evaluation
 
 from . import __version__
 from .compare import Reference, Verdict, compare, reference
-from .isolation import InternalError, Worker, WorkerSetupError
+from .isolation import InternalError, Worker, WorkerSetupError, close_all
 from .outcome import Outcome
 from .runners import discover
 from .triage import Finding, bucket_key, judge
 
 EXAMPLES_PER_ROUND = 200
 #: Cases per Hypothesis example (a family) and per packed framework call (`fuzz.packing`).
-DEFAULT_PACK = 16
+DEFAULT_PACK = 64
 
 
 @dataclass
@@ -116,6 +116,37 @@ class _State:
     unconfirmed: int = 0          # packed-call findings that the member's solo run did not show
     packed_calls: int = 0
     startup_seconds: float = 0.0  # spent starting workers (excluded from throughput figures)
+
+
+class _Refs:
+    """The oracle's evaluations of one case, per precision, each made on first use.
+
+    A runner whose precision declares flush-to-zero is judged first against the precision's
+    non-FTZ twin when another runner of the case needs that twin anyway (`needed`): FTZ only widens
+    every absolute underflow floor, so the references are the same and the FTZ bounds are never
+    tighter (tests/oracles/test_ftz_bounds.py), and an "agree" there is an "agree" against its own
+    bounds (its max_ratio then is against the twin's bounds: an upper bound of the exact one). Any
+    other verdict is made again against its own precision (`get`), evaluated only then. This saves
+    one oracle evaluation per case for TensorFlow (FTZ) beside PyTorch and ONNX Runtime."""
+
+    def __init__(self, case, needed=()):
+        self.case, self.needed, self.done = case, set(needed), {}
+
+    def get(self, prec) -> Reference:
+        ref = self.done.get(prec)
+        if ref is None:
+            ref = self.done[prec] = reference(self.case, prec)
+        return ref
+
+    def first(self, prec) -> Reference:
+        if getattr(prec, "ftz", False):
+            twin = replace(prec, ftz=False)
+            if twin in self.needed or twin in self.done:
+                return self.get(twin)
+        return self.get(prec)
+
+    def is_exact(self, ref: Reference, prec) -> bool:
+        return self.done.get(prec) is ref
 
 
 def _expected_shapes(ref) -> dict[str, tuple[int, ...]] | None:
@@ -225,20 +256,20 @@ class Campaign:
     def _precision(self, rid: str, case):
         return self.runners[rid][1].conventions_for(case.op, case.attrs).precision(case.dtype)
 
-    def _run_one(self, rid: str, spec, case, refs: dict) -> tuple[Any, Finding | None]:
+    def _run_one(self, rid: str, spec, case, refs: _Refs | None = None) -> tuple[Any, Finding | None]:
         """Run `case` alone on `rid` and judge it: ((outcome, verdict), finding), or (None, None)
-        when the runner's worker cannot start."""
-        runner = self.runners[rid][1]
-        conv = runner.conventions_for(case.op, case.attrs)
-        prec = conv.precision(case.dtype)
-        ref = refs.get(prec)
-        if ref is None:
-            ref = refs[prec] = reference(case, prec)
+        when the runner's worker cannot start. `refs`: the case's oracle evaluations so far."""
+        refs = _Refs(case) if refs is None else refs
+        prec = self._precision(rid, case)
+        ref = refs.first(prec)
         w = self._worker(rid)
         if w is None:
             return None, None
         outcome = w.run(case, expected=_expected_shapes(ref))
-        return self._judge(rid, spec, case, outcome, ref)
+        res, finding = self._judge(rid, spec, case, outcome, ref)
+        if outcome.status == "OK" and res[1].category != "agree" and not refs.is_exact(ref, prec):
+            res, finding = self._judge(rid, spec, case, outcome, refs.get(prec))
+        return res, finding
 
     def _judge(self, rid: str, spec, case, outcome, ref) -> tuple[Any, Finding | None]:
         if outcome.status == "UNSUPPORTED":
@@ -252,20 +283,20 @@ class Campaign:
 
     def family_size(self, spec) -> int:
         """Cases drawn from one Hypothesis example: `pack`, fewer when that many would exceed one
-        packed call's element budget (`fuzz.packing.PACK_ELEMENTS`) or the case budget."""
+        packed call's element budget (`fuzz.packing.PACK_ELEMENTS`). A function of the spec and the
+        configuration only, so that replaying an example (shrinking) replays the same family."""
         from math import prod
 
         from .packing import PACK_ELEMENTS
 
         n = max(1, prod(spec.shape) * spec.steps)
-        k = max(1, min(self.cfg.pack, PACK_ELEMENTS // n))
-        if self.cfg.max_cases is not None:
-            k = max(1, min(k, self.cfg.max_cases - self.state.cases))
-        return k
+        return max(1, min(self.cfg.pack, PACK_ELEMENTS // n))
 
-    def _evaluate_family(self, spec, members: list) -> list[list[tuple[str, Any, Finding | None]]]:
-        """Every supported runner on every member: per member, a list of (runner, (outcome,
-        verdict), finding). Members pack into one framework call per runner where `fuzz.packing`
+    def _evaluate_family(self, spec, members: list) -> tuple[dict[str, Verdict],
+                                                             list[list[tuple[str, Any, Finding | None]]]]:
+        """Every supported runner on every member: ({runner: verdict of a packed call in which
+        every member agrees}, and per member a list of (runner, (outcome, verdict), finding) for the
+        other runners). Members pack into one framework call per runner where `fuzz.packing`
         allows (and the runner supports the packed attributes); each runner's worker computes while
         this process evaluates the oracle (submit, oracle, collect). A member that a packed call
         flags (any finding) is run again alone, and only the solo run is judged and kept: packing
@@ -277,6 +308,7 @@ class Campaign:
         first = members[0]
         rids = self._supported(first, len(members))
         results: list[list] = [[] for _ in members]
+        agreed: dict[str, Verdict] = {}
         p = plan(members) if self.cfg.pack > 1 else None
         packed = pack(members, p) if p is not None else None
         solo_rids = list(rids)
@@ -290,11 +322,13 @@ class Campaign:
                 if w is not None:
                     submitted[rid] = (w, w.submit(packed))
             precs = {rid: self._precision(rid, packed) for rid in submitted}
-            refs = {prec: reference(packed, prec) for prec in set(precs.values())}  # while the workers compute
+            refs = _Refs(packed, precs.values())
+            for prec in set(precs.values()):  # while the workers compute
+                refs.first(prec)
             member_refs: dict = {}
             for rid, (w, failed) in submitted.items():
                 prec = precs[rid]
-                ref = refs[prec]
+                ref = refs.first(prec)
                 outcome = failed if failed is not None else w.collect(packed, expected=_expected_shapes(ref))
                 st.packed_calls += 1
                 parts = split(p, outcome.outputs) if outcome.status == "OK" else None
@@ -303,23 +337,24 @@ class Campaign:
                     continue
                 per_case = outcome.seconds / p.size
                 whole = compare(packed, outcome, ref)
+                if whole.category != "agree" and not refs.is_exact(ref, prec):
+                    ref = refs.get(prec)
+                    whole = compare(packed, outcome, ref)
                 if whole.category == "agree":
                     # every element of every member is within its bound with the NaN pattern the
                     # oracle has (the members' elements are the packed call's, their references and
                     # bounds the packed ones): each member agrees, no per-member comparison needed
-                    for i, m in enumerate(members):
-                        v = Verdict(rid, m.id, "OK", "agree", max_ratio=whole.max_ratio,
-                                    worst_output=whole.worst_output)
-                        results[i].append((rid, (Outcome(rid, m.id, "OK", seconds=per_case), v), None))
+                    agreed[rid] = whole
                     continue
                 if prec not in member_refs:
                     outs, bounds = split(p, ref.evaluation.outputs), split(p, ref.evaluation.bounds)
                     member_refs[prec] = [Reference(Evaluation(o, b)) for o, b in zip(outs, bounds)]
                 for i, m in enumerate(members):
                     o = Outcome(rid, m.id, "OK", outputs=parts[i], seconds=per_case)
-                    res, finding = self._judge(rid, spec, m, o, member_refs[prec][i])
-                    if finding is not None:  # confirm alone: only the solo run counts
-                        res, finding = self._run_one(rid, spec, m, {})
+                    verdict, finding = compare(m, o, member_refs[prec][i]), None
+                    res = (o, verdict)
+                    if verdict.is_finding:  # confirm alone: only the solo run is judged and counts
+                        res, finding = self._run_one(rid, spec, m)
                         if res is None:
                             continue
                         if finding is None:
@@ -327,16 +362,16 @@ class Campaign:
                     results[i].append((rid, res, finding))
         if solo_rids:
             for i, m in enumerate(members):
-                refs = {}
+                refs = _Refs(m, {self._precision(rid, m) for rid in solo_rids})
                 for rid in solo_rids:
                     res, finding = self._run_one(rid, spec, m, refs)
                     if res is not None:
                         results[i].append((rid, res, finding))
-        return results
+        return agreed, results
 
-    def _count(self, case, spec, rid: str, category: str) -> None:
+    def _count(self, case, spec, rid: str, category: str, n: int = 1) -> None:
         k = (case.op, case.mode, rid, case.dtype, spec.regime, category)
-        self.state.counts[k] = self.state.counts.get(k, 0) + 1
+        self.state.counts[k] = self.state.counts.get(k, 0) + n
 
     def _record(self, case, spec, outcome, verdict, finding: Finding) -> str:
         key = bucket_key(*finding.key)
@@ -361,7 +396,7 @@ class Campaign:
             for case in members:
                 if rid not in self._supported(case):
                     return
-                res, finding = self._run_one(rid, spec, case, {})
+                res, finding = self._run_one(rid, spec, case)
                 if finding is not None and bucket_key(*finding.key) == st.target:
                     st.minimal[st.target] = (case, finding, res)
                     _raise_for(st.target)
@@ -369,7 +404,13 @@ class Campaign:
         st.cases += len(members)
         raise_for = None
         scores: dict[str, float] = {}
-        for case, per_runner in zip(members, self._evaluate_family(spec, members)):
+        agreed, results = self._evaluate_family(spec, members)
+        for rid, verdict in agreed.items():  # a packed call in which every member agrees
+            self._count(members[0], spec, rid, "agree", len(members))
+            if np.isfinite(verdict.max_ratio):
+                label = f"{members[0].op}:{rid}"
+                scores[label] = max(scores.get(label, -np.inf), min(float(verdict.max_ratio), 1e30))
+        for case, per_runner in zip(members, results):
             for rid, res, finding in per_runner:
                 outcome, verdict = res
                 self._count(case, spec, rid, finding.category if finding else verdict.category)
@@ -401,9 +442,14 @@ class Campaign:
             raise _Abort(exc) from None
 
     def _materialize_family(self, spec) -> list:
+        """The spec's family; while fuzzing, only as many members as the case budget has left (the
+        family is drawn whole, so its members do not depend on the budget)."""
         from .strategies import materialize_family
 
-        return materialize_family(spec, self.family_size(spec))
+        members = materialize_family(spec, self.family_size(spec))
+        if self.cfg.max_cases is not None and self.state.target is None:
+            members = members[:max(1, self.cfg.max_cases - self.state.cases)]
+        return members
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -534,8 +580,7 @@ class Campaign:
             raise
         finally:
             self._maybe_flush(force=True)
-            for w in self.workers.values():
-                w.close()
+            close_all(self.workers.values())
             if failure is not None:  # release the store and its writer lock, as `with store:` does on an
                 # error: counters no checkpoint covers are dropped (a resumed campaign runs those cases again)
                 self.store.__exit__(type(failure), failure, failure.__traceback__)
@@ -570,8 +615,7 @@ class Campaign:
                 self._maybe_flush(force=True)
                 self._job_checkpoint(r)
             finally:
-                for w in self.workers.values():
-                    w.close()
+                close_all(self.workers.values())
                 self.store.close()
         return {}
 

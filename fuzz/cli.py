@@ -257,7 +257,7 @@ def _configure_campaign(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-DEFAULT_PACK = 16  # fuzz.campaign.DEFAULT_PACK (not imported: the parser must not import numpy)
+DEFAULT_PACK = 64  # fuzz.campaign.DEFAULT_PACK (not imported: the parser must not import numpy)
 
 
 def _cores() -> int:

@@ -48,7 +48,7 @@ from .case import Case
 
 #: The most elements of a packed call's data input: beyond this a call is long enough that its
 #: fixed costs (IPC, dispatch, tracing) no longer matter, and memory grows for nothing.
-PACK_ELEMENTS = 1 << 16
+PACK_ELEMENTS = 1 << 18
 
 _CHANNEL_OPS = ("batch_norm", "instance_norm", "group_norm")
 _BATCH_OPS = ("layer_norm", "rms_norm")
@@ -137,7 +137,8 @@ def plan(members: Sequence[Case]) -> Plan | None:
         if {n: a.shape for n, a in m.inputs.items()} != shapes:
             return None
         for n, a in axes.items():
-            if a is None and not np.array_equal(m.inputs[n], first.inputs[n], equal_nan=True):
+            if a is None and m.inputs[n] is not first.inputs[n] and not np.array_equal(
+                    m.inputs[n], first.inputs[n], equal_nan=True):
                 return None
     data = first.inputs[_data_name(first)]
     if data.size * len(members) > max(PACK_ELEMENTS, data.size):

@@ -36,7 +36,10 @@ def per_runner_counts(store) -> dict[str, int]:
 
 def test_counts_add_up_and_failures_are_findings(tmp_path):
     runners = ["faulty.none", "faulty.raise.often", "faulty.wrong_shape.often", "faulty.segfault.often"]
-    summary = Campaign(ln_config(tmp_path / "c", runners, max_cases=45, minimize=False), write_report=False).run()
+    # pack=1: an `.often` fault fires by the content hash of the case the worker gets, and a packed
+    # case is another case (45 cases would be one packed call, firing or not as a whole)
+    summary = Campaign(ln_config(tmp_path / "c", runners, max_cases=45, minimize=False, pack=1),
+                       write_report=False).run()
     store = Store.open(tmp_path / "c", readonly=True)
     counts = per_runner_counts(store)
     assert summary["cases_run"] == 45
@@ -53,7 +56,8 @@ def test_counts_add_up_and_failures_are_findings(tmp_path):
 
 
 def test_new_buckets_get_a_minimal_reproducer(tmp_path):
-    Campaign(ln_config(tmp_path / "c", ["faulty.raise.often"], max_cases=30), write_report=False).run()
+    # pack=1: `.often` fires by the content hash of the case the worker gets (see above)
+    Campaign(ln_config(tmp_path / "c", ["faulty.raise.often"], max_cases=30, pack=1), write_report=False).run()
     store = Store.open(tmp_path / "c", readonly=True)
     (b,) = store.buckets()
     case = store.case(b["min_case_id"])
@@ -153,7 +157,7 @@ def test_usage_errors_exit_2_listing_choices(argv, words, tmp_path, capsys, monk
 
 def test_exit_codes_for_new_buckets(tmp_path, capsys):
     base = ["campaign", "--runner", FAULTY, "--ops", "layer_norm", "--modes", "forward", "--dtypes", "float32",
-            "--cases", "20", "--quiet", "--no-report"]
+            "--cases", "20", "--quiet", "--no-report", "--pack", "1"]  # `.often`: see above
     assert main(base + ["--out", str(tmp_path / "ok"), "--runners", "faulty.none"]) == 0
     assert main(base + ["--out", str(tmp_path / "bad"), "--runners", "faulty.raise.often"]) == 1
     out = capsys.readouterr().out

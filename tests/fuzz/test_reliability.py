@@ -1035,7 +1035,8 @@ def hostile_report(tmp_path_factory) -> tuple[str, list[str]]:
     out = tmp_path_factory.mktemp("report") / "c"
     cfg = CampaignConfig(out=str(out), ops=["layer_norm"], modes=["forward"], dtypes=["float32", "float64"],
                          runners=["faulty.random_exception", "faulty.raise.often", "faulty.wrong_type.often"],
-                         plugins=[FAULTY], max_cases=40, seed=4, minimize=False)
+                         plugins=[FAULTY], max_cases=40, seed=4, minimize=False,
+                         pack=1)  # the messages are picked by the content of the case a worker gets
     Campaign(cfg, write_report=False).run()
     with Store.open(out, readonly=True) as s:
         texts = [f["explanation"] for f in s.findings()]
