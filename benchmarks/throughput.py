@@ -38,6 +38,12 @@ raw floor (ms/case)
                   the ratio below uses; a first-pass floor would be inflated by one-time work that
                   a long campaign amortizes, and would flatter normfuzz.
 
+gen ms, oracle ms (per case)
+    Measured in the raw floor's process on its cases: drawing one case's arrays (`materialize`) and
+    the oracle's references and bounds at each precision the runners declare (summed). A campaign
+    pays both for every case; for unpacked (large) cases (gen + oracle + floor) / floor is a lower
+    bound on e2e/floor on one core that no plumbing removes.
+
 normfuzz (cases/s, 1 core)
     End-to-end campaign throughput: `normfuzz campaign --jobs 1 ...` (generation, oracle (float64 for
     these float32 cases), the three runners in their isolated workers, comparison through the error model,
@@ -387,8 +393,17 @@ def raw_floor(op: str, size: str = "small", *, cases: int = 200, seed: int = 0, 
     timing; `warmup` calls per runner on other cases first (drawn with another seed). A runner that
     does not support a case skips it (`supports`, or `Unsupported` from `run`); a framework exception
     counts its time (`raised`). Returns {op, mode, size, cases, elements: {min, mean, max},
-    min_elements_applied, runners: {id: {timed, unsupported, raised, mean_s}}, floor_s}.
+    min_elements_applied, runners: {id: {timed, unsupported, raised, mean_s}}, floor_s, generate_s,
+    oracle_s}.
+
+    Also the two costs a campaign adds per case that no faster plumbing removes, measured on the
+    same cases in the same process: `generate_s`, the mean seconds of `materialize(spec)` (drawing
+    every input array of one case), and `oracle_s`, the mean seconds of the oracle's references and
+    bounds (`fuzz.compare.reference`) at each distinct precision the runners declare for the case,
+    summed, as a campaign evaluates them. For unpacked (large) cases generate + oracle + floor is
+    a lower bound on a campaign's seconds per case on one core.
     """
+    from fuzz.compare import reference
     from fuzz.runners import discover
     from fuzz.runners.base import FrameworkRaised, Unsupported
     from fuzz.strategies import materialize
@@ -397,7 +412,17 @@ def raw_floor(op: str, size: str = "small", *, cases: int = 200, seed: int = 0, 
     ids = list(runner_ids) if runner_ids else bench_runners(op, mode)
     found = discover([], broken={})
     runners = {rid: found[rid][1] for rid in ids}
-    measured = [materialize(s) for s in draw_specs(op, mode, size, cases, seed)]
+    specs = draw_specs(op, mode, size, cases, seed)
+    t = time.perf_counter()
+    measured = [materialize(s) for s in specs]
+    generate_s = (time.perf_counter() - t) / len(measured)
+    t = time.perf_counter()
+    for case in measured:
+        precs = {r.conventions_for(case.op, case.attrs).precision(case.dtype) for r in runners.values()
+                 if r.supports(case.op, case.mode, case.dtype, case.attrs) is None}
+        for prec in precs:
+            reference(case, prec)
+    oracle_s = (time.perf_counter() - t) / len(measured)
     warm = [materialize(s) for s in draw_specs(op, mode, size, warmup, seed + 7919)] if warmup else []
     for r in runners.values():
         r.setup()
@@ -443,7 +468,8 @@ def raw_floor(op: str, size: str = "small", *, cases: int = 200, seed: int = 0, 
     return {"op": op, "mode": mode, "size": size, "cases": len(measured),
             "elements": {"min": min(sizes), "mean": float(np.mean(sizes)), "max": max(sizes)},
             "min_elements_applied": spec_kwargs(size)[1], "runners": stats,
-            "floor_s": total("mean_s"), "floor_warm_s": total("warm_mean_s")}
+            "floor_s": total("mean_s"), "floor_warm_s": total("warm_mean_s"), "generate_s": generate_s,
+            "oracle_s": oracle_s}
 
 
 # ==================================================================================================
@@ -821,7 +847,9 @@ def _floor_line(floor: dict) -> str:
     return (f"    floor {_fmt(_ms(floor['floor_warm_s']), '.3f')} ms/case, first pass "
             f"{_fmt(_ms(floor['floor_s']), '.3f')} ms/case; {per}; elements {floor['elements']['min']}.."
             f"{floor['elements']['max']}" + ("" if floor["min_elements_applied"] else
-                                             " (case_specs has no min_elements: sizes not bounded below)"))
+                                             " (case_specs has no min_elements: sizes not bounded below)")
+            + f"; generation {_fmt(_ms(floor.get('generate_s')), '.3f')} ms/case, oracle "
+              f"{_fmt(_ms(floor.get('oracle_s')), '.3f')} ms/case")
 
 
 def _naive_line(n: dict) -> str:
@@ -894,13 +922,14 @@ def _fmt(v: float | None, spec: str, verdict: str | None = None) -> str:
 
 def table(rows: list[dict]) -> str:
     """The final table: one line per (op, size)."""
-    head = ("op", "size", "tf runner", "floor ms", "1st ms", "nf c/s", "naive c/s", "nf/naive", "e2e/floor",
-            "j2 c/s", "j2/j1", "RSS nf MiB", "RSS naive")
+    head = ("op", "size", "tf runner", "floor ms", "1st ms", "gen ms", "oracle ms", "nf c/s", "naive c/s",
+            "nf/naive", "e2e/floor", "j2 c/s", "j2/j1", "RSS nf MiB", "RSS naive")
     lines = []
     for r in rows:
         v = r["verdicts"]
         lines.append((r["op"] + ("" if r["mode"] == "forward" else f" ({r['mode']})"), r["size"], r["runners"][1],
                       _fmt(_ms(r["floor"].get("floor_warm_s")), ".3f"), _fmt(_ms(r["floor"].get("floor_s")), ".3f"),
+                      _fmt(_ms(r["floor"].get("generate_s")), ".3f"), _fmt(_ms(r["floor"].get("oracle_s")), ".3f"),
                       _fmt(r["campaign_j1"].get("cases_per_s"), ".1f"),
                       _fmt(r["naive"].get("cases_per_s"), ".1f"),
                       _fmt(r["naive_speedup"], ".1f", v["naive_speedup"]),
