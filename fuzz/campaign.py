@@ -256,16 +256,29 @@ class Campaign:
     def _precision(self, rid: str, case):
         return self.runners[rid][1].conventions_for(case.op, case.attrs).precision(case.dtype)
 
-    def _run_one(self, rid: str, spec, case, refs: _Refs | None = None) -> tuple[Any, Finding | None]:
+    def _run_one(self, rid: str, spec, case, refs: _Refs | None = None,
+                 accepted: Reference | None = None) -> tuple[Any, Finding | None]:
         """Run `case` alone on `rid` and judge it: ((outcome, verdict), finding), or (None, None)
-        when the runner's worker cannot start. `refs`: the case's oracle evaluations so far."""
+        when the runner's worker cannot start. `refs`: the case's oracle evaluations so far.
+
+        `accepted`: a reference known to accept the case, with its output shapes (a member's part
+        of its family's packed evaluation: the oracle accepts a packed case only if it accepts every
+        member, tests/fuzz/test_packing.py). An outcome without outputs (raised, crashed, timed out,
+        bad or unsupported) is judged by it, since its verdict only asks whether the oracle accepts
+        the case; the case's own evaluation is made only for outputs to compare."""
         refs = _Refs(case) if refs is None else refs
         prec = self._precision(rid, case)
-        ref = refs.first(prec)
         w = self._worker(rid)
         if w is None:
             return None, None
-        outcome = w.run(case, expected=_expected_shapes(ref))
+        if accepted is not None:
+            outcome = w.run(case, expected=_expected_shapes(accepted))
+            if outcome.status != "OK":
+                return self._judge(rid, spec, case, outcome, accepted)
+            ref = refs.first(prec)
+        else:
+            ref = refs.first(prec)
+            outcome = w.run(case, expected=_expected_shapes(ref))
         res, finding = self._judge(rid, spec, case, outcome, ref)
         if outcome.status == "OK" and res[1].category != "agree" and not refs.is_exact(ref, prec):
             res, finding = self._judge(rid, spec, case, outcome, refs.get(prec))
@@ -326,6 +339,14 @@ class Campaign:
             for prec in set(precs.values()):  # while the workers compute
                 refs.first(prec)
             member_refs: dict = {}
+
+            def parts_of(prec) -> list[Reference]:  # the packed evaluation at `prec`, per member
+                if prec not in member_refs:
+                    ev = refs.get(prec).evaluation
+                    outs, bounds = split(p, ev.outputs), split(p, ev.bounds)
+                    member_refs[prec] = [Reference(Evaluation(o, b)) for o, b in zip(outs, bounds)]
+                return member_refs[prec]
+
             for rid, (w, failed) in submitted.items():
                 prec = precs[rid]
                 ref = refs.first(prec)
@@ -346,12 +367,9 @@ class Campaign:
                     # bounds the packed ones): each member agrees, no per-member comparison needed
                     agreed[rid] = whole
                     continue
-                if prec not in member_refs:
-                    outs, bounds = split(p, ref.evaluation.outputs), split(p, ref.evaluation.bounds)
-                    member_refs[prec] = [Reference(Evaluation(o, b)) for o, b in zip(outs, bounds)]
                 for i, m in enumerate(members):
                     o = Outcome(rid, m.id, "OK", outputs=parts[i], seconds=per_case)
-                    verdict, finding = compare(m, o, member_refs[prec][i]), None
+                    verdict, finding = compare(m, o, parts_of(prec)[i]), None
                     res = (o, verdict)
                     if verdict.is_finding:  # confirm alone: only the solo run is judged and counts
                         res, finding = self._run_one(rid, spec, m)
@@ -360,11 +378,16 @@ class Campaign:
                         if finding is None:
                             st.unconfirmed += 1
                     results[i].append((rid, res, finding))
+        # members alone: runners that cannot take the packed case, or whose packed call failed as a
+        # whole; when the oracle accepted the packed case, its parts judge outcomes without outputs
+        accepted = None
+        if packed is not None and refs.done and all(r.evaluation is not None for r in refs.done.values()):
+            accepted = parts_of(next(iter(refs.done)))
         if solo_rids:
             for i, m in enumerate(members):
-                refs = _Refs(m, {self._precision(rid, m) for rid in solo_rids})
+                mrefs = _Refs(m, {self._precision(rid, m) for rid in solo_rids})
                 for rid in solo_rids:
-                    res, finding = self._run_one(rid, spec, m, refs)
+                    res, finding = self._run_one(rid, spec, m, mrefs, accepted[i] if accepted else None)
                     if res is not None:
                         results[i].append((rid, res, finding))
         return agreed, results
