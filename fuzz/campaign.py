@@ -139,7 +139,7 @@ class _Refs:
         return ref
 
     def first(self, prec) -> Reference:
-        if getattr(prec, "ftz", False):
+        if prec.ftz:
             twin = replace(prec, ftz=False)
             if twin in self.needed or twin in self.done:
                 return self.get(twin)
@@ -279,10 +279,12 @@ class Campaign:
         else:
             ref = refs.first(prec)
             outcome = w.run(case, expected=_expected_shapes(ref))
-        res, finding = self._judge(rid, spec, case, outcome, ref)
-        if outcome.status == "OK" and res[1].category != "agree" and not refs.is_exact(ref, prec):
-            res, finding = self._judge(rid, spec, case, outcome, refs.get(prec))
-        return res, finding
+        if outcome.status == "OK" and not refs.is_exact(ref, prec):  # judged by the FTZ twin first
+            verdict = compare(case, outcome, ref)
+            if verdict.category == "agree":  # (judge = compare + triage, and triage of agree is None)
+                return (outcome, verdict), None
+            ref = refs.get(prec)
+        return self._judge(rid, spec, case, outcome, ref)
 
     def _judge(self, rid: str, spec, case, outcome, ref) -> tuple[Any, Finding | None]:
         if outcome.status == "UNSUPPORTED":
