@@ -344,6 +344,11 @@ def _check_name(what: str, name: Any) -> None:
         raise CaseFormatError(f"{what} name {name!r} is not valid; expected an identifier (letters, digits, '_')")
 
 
+def frozen_copy(arr: np.ndarray) -> np.ndarray:
+    """A C-ordered copy of `arr` over an immutable bytes object (it cannot be made writeable)."""
+    return np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=arr.dtype).reshape(arr.shape)
+
+
 def _immutable(arr: np.ndarray) -> bool:
     """Whether `arr` is read-only and its memory belongs to a bytes object (nothing can write it)."""
     if arr.flags.writeable:
@@ -378,7 +383,7 @@ def _freeze_array(name: str, value: Any, case_dtype: str) -> np.ndarray:
     if _immutable(arr) and arr.flags.c_contiguous and arr.dtype == le:
         frozen = arr
     else:
-        frozen = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=le).reshape(arr.shape)
+        frozen = frozen_copy(arr.view(le))
     if case_dtype == "bfloat16" and le.kind == "f":
         bits = frozen.view(np.uint32)
         bad = ((bits & np.uint32(0xFFFF)) != 0) & ~np.isnan(frozen)

@@ -96,7 +96,7 @@ from hypothesis import strategies as st
 from oracles.dtypes import DTYPES, round_to
 from oracles.registry import OPS, modes as _oracle_modes
 
-from .case import Case
+from .case import Case, frozen_copy
 
 __all__ = [
     "REGIMES", "DEFAULT_REGIMES", "DTYPE_NAMES", "PARAM_KINDS", "RUNNING_KINDS", "CaseSpec",
@@ -958,7 +958,7 @@ def materialize_family(spec: CaseSpec, size: int) -> list[Case]:
     inputs = _inputs(spec, np.random.default_rng([spec.seed, size]), size)
     # frozen once (read-only, over immutable bytes): each member's arrays are views that `Case`
     # keeps without another copy, and a shared array is the same object in every member
-    inputs = {k: np.frombuffer(np.ascontiguousarray(a).tobytes(), a.dtype).reshape(a.shape) for k, a in inputs.items()}
+    inputs = {k: frozen_copy(a) for k, a in inputs.items()}
     shared = FAMILY_SHARED.get(spec.op, ())
     return [Case(spec.op, spec.mode, spec.dtype, {k: (a if k in shared else a[i]) for k, a in inputs.items()},
                  spec.attrs) for i in range(size)]
