@@ -12,9 +12,9 @@ and reports the closest; the fuzzer's self-test injects each variant as a fake f
     examples(v, mode, dtype, inside=True, seed=0)   a case inside (or outside) its trigger regime
 """
 
-from ._engine import NotApplicable
+from ._engine import NotApplicable, shared_references
 from .catalog import VARIANTS, variant, variants_for
 from .examples import examples
 from .variant import Variant
 
-__all__ = ["NotApplicable", "VARIANTS", "Variant", "examples", "variant", "variants_for"]
+__all__ = ["NotApplicable", "VARIANTS", "Variant", "examples", "shared_references", "variant", "variants_for"]

@@ -21,7 +21,7 @@ from oracles.op_mvn import axes_view
 
 from . import _typed
 from ._engine import (BN_INFERENCE, NotApplicable, arrays, attrs_of, bn_forward, bn_generic,
-                      bn_running_inputs, bn_steps, bn_view, layer_outputs, validate)
+                      bn_running_inputs, bn_steps, bn_view, layer_outputs, reference, validate)
 from ._formats import (accumulation_format, low_precision_stats, one_pass_low_precision_stats,
                        one_pass_stats)
 from .variant import ALL_DTYPES, Variant
@@ -134,7 +134,7 @@ def _eps_changed(op: str, new_eps: Callable[[float], float]):
         a = attrs_of(op, attrs)
         changed = dict(attrs)
         changed["eps"] = new_eps(a["eps"])
-        return registry.evaluate(op, mode, inputs, changed, "float64", stats=_base(stats)).outputs
+        return reference(op, mode, inputs, changed, _base(stats))
     return impl
 
 
@@ -159,7 +159,7 @@ def _l2_convention_swapped(mode, inputs, attrs, dtype, stats):
                             f"not {mode_now!r}")
     changed = dict(attrs)
     changed["eps_mode"] = swap[mode_now]
-    return registry.evaluate("l2_normalize", mode, inputs, changed, "float64", stats=_base(stats)).outputs
+    return reference("l2_normalize", mode, inputs, changed, _base(stats))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,8 +204,7 @@ def _not_updated_step(inputs, attrs, stats):
 def _batch_stats_at_inference(mode, inputs, attrs, dtype, stats):
     validate("batch_norm", mode, inputs, attrs)
     i = {k: v for k, v in inputs.items() if k not in ("running_mean", "running_var")}
-    out = registry.evaluate("batch_norm", mode.replace("inference", "training"), i, attrs, "float64",
-                            stats=_base(stats)).outputs
+    out = reference("batch_norm", mode.replace("inference", "training"), i, attrs, _base(stats))
     return {"y": out["y"]} if mode == "inference" else dict(out)
 
 
@@ -214,8 +213,7 @@ def _attr_changed_step(change):
     def step(inputs, attrs, stats):
         changed = change(attrs_of("batch_norm", attrs), dict(attrs))
         validate("batch_norm", "training", inputs, attrs, stats)
-        return dict(registry.evaluate("batch_norm", "training", inputs, changed, "float64",
-                                      stats=stats).outputs)
+        return dict(reference("batch_norm", "training", inputs, changed, stats))
     return step
 
 
@@ -358,7 +356,7 @@ def _gn_interleaved(mode, inputs, attrs, dtype, stats):
             moved[k] = val[perm]
         else:
             moved[k] = val
-    out = registry.evaluate("group_norm", mode, moved, attrs, "float64", stats=_base(stats)).outputs
+    out = reference("group_norm", mode, moved, attrs, _base(stats))
     back = {}
     for k, val in out.items():
         if k in ("y", "dx", "ty"):

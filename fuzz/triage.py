@@ -98,10 +98,11 @@ def closest_variant(case, outcome: Outcome, ref: Reference) -> tuple[str, float,
     import bugzoo
 
     best = None
-    for v in bugzoo.variants_for(case.op, case.mode, case.dtype):
-        s = _variant_score(v, case, outcome, ref)
-        if s is not None and (best is None or s < best[1]):
-            best = (v.name, s, v.wrong)
+    with bugzoo.shared_references():  # (the variants' correct evaluations of the case, made once)
+        for v in bugzoo.variants_for(case.op, case.mode, case.dtype):
+            s = _variant_score(v, case, outcome, ref)
+            if s is not None and (best is None or s < best[1]):
+                best = (v.name, s, v.wrong)
     return best
 
 

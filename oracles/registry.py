@@ -162,7 +162,7 @@ def _case_params(d: OpDef) -> set[str]:
 
 def evaluate(op: str, mode: str, inputs: Mapping[str, np.ndarray], attrs: Mapping,
              precision: Precision | str, *, stats: _core.StatsFn = _core.accurate_stats,
-             working=None) -> Evaluation:
+             working=None, bounds: bool = True) -> Evaluation:
     """Reference outputs and error bounds for one case (see the module docstring for names).
 
     Raises OracleInputError for an unknown op or mode, unknown or missing inputs or attributes,
@@ -178,23 +178,28 @@ def evaluate(op: str, mode: str, inputs: Mapping[str, np.ndarray], attrs: Mappin
     intermediate stayed in float64's normal range (docs/error-model.md, "The oracle's own error").
     `working=numpy.float64` or `numpy.longdouble` forces that type, unguarded (for tests comparing
     the two).
+
+    `bounds=False` computes the reference outputs only (`Evaluation.bounds` is empty): the same
+    validation, working type and outputs, without the error model (the bug zoo's variants, which
+    need what the correct formula outputs, not how far an implementation may stray from it).
     """
     d = op_def(op)
     require(mode in d.modes, "mode", repr(mode), f"one of {list(d.modes)} for {op}")
     p = Precision.of(precision) if isinstance(precision, str) else precision
     a = _attrs(d, attrs)
+    bp = p if bounds else None  # (the error model's precision; None: no bounds)
     if working is not None:
         with dtypes.working(working):
-            return _evaluate(d, mode, inputs, a, p, stats)
+            return _evaluate(d, mode, inputs, a, bp, stats)
     t = working_type(p, inputs)
     if t is not EXT:
         try:
             with dtypes.working(t), dtypes.range_guard():
-                return _evaluate(d, mode, inputs, a, p, stats)
+                return _evaluate(d, mode, inputs, a, bp, stats)
         except FloatingPointError:
             pass  # an intermediate left float64's normal range: evaluate in EXT
     with dtypes.working(EXT):
-        return _evaluate(d, mode, inputs, a, p, stats)
+        return _evaluate(d, mode, inputs, a, bp, stats)
 
 
 def working_type(p: Precision, inputs: Mapping) -> type:
@@ -209,8 +214,8 @@ def working_type(p: Precision, inputs: Mapping) -> type:
     return np.float64 if narrow else EXT
 
 
-def _evaluate(d: OpDef, mode: str, inputs: Mapping, a: dict, p: Precision, stats) -> Evaluation:
-    """`evaluate` in the current working type (`work()`)."""
+def _evaluate(d: OpDef, mode: str, inputs: Mapping, a: dict, p: Precision | None, stats) -> Evaluation:
+    """`evaluate` in the current working type (`work()`); no bounds when `p` is None."""
     op = d.name
     if op == "batch_norm":
         return _batch_norm(mode, inputs, a, p, stats)
@@ -220,13 +225,15 @@ def _evaluate(d: OpDef, mode: str, inputs: Mapping, a: dict, p: Precision, stats
         i = _inputs(inputs, base, set(d.required), f"{op}/{mode}")
         v = d.make_view(i, a)
         f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, stats=stats)
-        b = errormodel.forward_bounds(f, p)
         outs = {d.y_name: v.back(f.y)}
+        for name, fld in d.stats.items():
+            outs[name] = v.stat(getattr(f, fld))
+        if p is None:
+            return Evaluation(outs, {})
+        b = errormodel.forward_bounds(f, p)
         bnds = {d.y_name: v.back(_full(b["y"], f.y))}
         for name, fld in d.stats.items():
-            key = {"mean": "mean", "r": "r", "v": "v"}[fld]
-            outs[name] = v.stat(getattr(f, fld))
-            bnds[name] = v.stat(b[key])
+            bnds[name] = v.stat(b[fld])
         return Evaluation(outs, bnds)
     cot = "d" + d.y_name
     if kind == "vjp":
@@ -247,15 +254,18 @@ def _full(b: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 def _vjp_eval(d: OpDef, v: View, f, dy_w, p: Precision) -> Evaluation:
     dx, dg, db = _core.vjp(f, dy_w)
-    b = errormodel.vjp_bounds(f, dy_w, p, dx=dx)
     outs = {"d" + d.x_name: v.back(dx)}
-    bnds = {"d" + d.x_name: v.back(_full(b["x"], dx))}
-    for vname, full, which in (("gamma", dg, "gamma"), ("beta", db, "beta")):
+    for vname, full in (("gamma", dg), ("beta", db)):
         if vname in v.params:
-            cname = "d" + d.params[vname]
-            outs[cname] = v.param_grad(vname, full)
-            pb = errormodel.param_grad_bounds(f, dy_w, p, v.param_work_shapes[vname], which)
-            bnds[cname] = pb.reshape(v.param_shapes[vname])
+            outs["d" + d.params[vname]] = v.param_grad(vname, full)
+    if p is None:
+        return Evaluation(outs, {})
+    b = errormodel.vjp_bounds(f, dy_w, p, dx=dx)
+    bnds = {"d" + d.x_name: v.back(_full(b["x"], dx))}
+    for vname in ("gamma", "beta"):
+        if vname in v.params:
+            pb = errormodel.param_grad_bounds(f, dy_w, p, v.param_work_shapes[vname], vname)
+            bnds["d" + d.params[vname]] = pb.reshape(v.param_shapes[vname])
     return Evaluation(outs, bnds)
 
 
@@ -264,8 +274,10 @@ def _jvp_eval(d: OpDef, v: View, f, i: Mapping, p: Precision) -> Evaluation:
     tg = v.param_to_working("gamma", i.get("t" + d.params["gamma"])) if "gamma" in d.params and "gamma" in v.params else None
     tb = v.param_to_working("beta", i.get("t" + d.params["beta"])) if "beta" in d.params and "beta" in v.params else None
     ty = _core.jvp(f, tx, tg, tb)
-    b = errormodel.jvp_bounds(f, tx, tg, tb, p, ty=ty)
     name = "t" + d.y_name
+    if p is None:
+        return Evaluation({name: v.back(ty)}, {})
+    b = errormodel.jvp_bounds(f, tx, tg, tb, p, ty=ty)
     return Evaluation({name: v.back(ty)}, {name: v.back(_full(b, ty))})
 
 
@@ -290,20 +302,22 @@ def _bn_step(x, i: Mapping, a: Mapping, p: Precision, rm, rv, rm_b, rv_b, step: 
     """One training step: outputs and bounds, running statistics propagated with their bounds."""
     v = batch_norm.view(x, i.get("gamma"), i.get("beta"), layout=a["layout"])
     f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, stats=stats)
-    b = errormodel.forward_bounds(f, p)
-    s = errormodel.stat_errors(f, p)
     outs = {"y": v.back(f.y), "mean": v.stat(f.mean), "var": v.stat(f.v), "rstd": v.stat(f.r)}
-    bnds = {"y": v.back(_full(b["y"], f.y)), "mean": v.stat(b["mean"]), "var": v.stat(b["v"]),
-            "rstd": v.stat(b["r"])}
     if rm is not None:
         factor = batch_norm.running_var_factor(f.n, a["running_var_estimator"])
         nbt = int(a["num_batches_tracked"]) + step
-        w = batch_norm.momentum_weight(a["momentum"], a["momentum_on"], nbt)
         kw = dict(momentum=a["momentum"], momentum_on=a["momentum_on"], num_batches_tracked=nbt)
         mean, var = v.stat(f.mean), v.stat(f.v) * factor
-        new_rm = batch_norm.update_running(rm, mean, **kw)
-        new_rv = batch_norm.update_running(rv, var, **kw)
-        outs["running_mean"], outs["running_var"] = new_rm, new_rv
+        outs["running_mean"] = batch_norm.update_running(rm, mean, **kw)
+        outs["running_var"] = batch_norm.update_running(rv, var, **kw)
+    if p is None:
+        return outs, {}
+    b = errormodel.forward_bounds(f, p)
+    s = errormodel.stat_errors(f, p)
+    bnds = {"y": v.back(_full(b["y"], f.y)), "mean": v.stat(b["mean"]), "var": v.stat(b["v"]),
+            "rstd": v.stat(b["r"])}
+    if rm is not None:
+        w = batch_norm.momentum_weight(a["momentum"], a["momentum_on"], nbt)
         bnds["running_mean"] = errormodel.running_bound(rm, rm_b, mean, v.stat(s.e_mu), w, p)
         bnds["running_var"] = errormodel.running_bound(rv, rv_b, var, v.stat(s.d_v) * factor, w, p)
     return outs, bnds
@@ -326,10 +340,12 @@ def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision, stats) -> Eva
         for k in range(xs.shape[0]):
             o, b = _bn_step(xs[k], i, a, p, rm, rv, rm_b, rv_b, k, stats)
             steps.append((o, b))
-            rm, rv, rm_b, rv_b = o["running_mean"], o["running_var"], b["running_mean"], b["running_var"]
+            rm, rv = o["running_mean"], o["running_var"]
+            if p is not None:
+                rm_b, rv_b = b["running_mean"], b["running_var"]
         keys = ("y", "mean", "var", "running_mean", "running_var")
         return Evaluation({k: np.stack([s[0][k] for s in steps]) for k in keys},
-                          {k: np.stack([s[1][k] for s in steps]) for k in keys})
+                          {} if p is None else {k: np.stack([s[1][k] for s in steps]) for k in keys})
     state, kind = mode.split("_") if "_" in mode else (mode, "forward")
     extra = {"forward": set(), "vjp": {"dy"}, "jvp": {"tx", "tgamma", "tbeta"}}[kind]
     need = {"x"} | ({"running_mean", "running_var"} if state == "inference" else set())
@@ -354,6 +370,8 @@ def _batch_norm(mode: str, inputs: Mapping, a: dict, p: Precision, stats) -> Eva
     else:
         f = _core.forward(v.x, v.norm, a["eps"], v.gamma, v.beta, stats=stats)
     if kind == "forward":  # inference
+        if p is None:
+            return Evaluation({"y": v.back(f.y)}, {})
         b = errormodel.forward_bounds(f, p)
         return Evaluation({"y": v.back(f.y)}, {"y": v.back(_full(b["y"], f.y))})
     if kind == "vjp":

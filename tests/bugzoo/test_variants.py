@@ -313,6 +313,43 @@ def test_invalid_case_raises_like_the_oracle():
 
 
 def test_public_api():
-    assert set(bugzoo.__all__) == {"NotApplicable", "VARIANTS", "Variant", "examples", "variant",
+    assert set(bugzoo.__all__) == {"NotApplicable", "VARIANTS", "Variant", "examples", "shared_references", "variant",
                                    "variants_for"}
     assert all(isinstance(v, bugzoo.Variant) for v in VARIANTS)
+
+
+# --------------------------------------------------------------------------------------------------
+# shared references (what triage evaluates every variant of an op under)
+
+
+SHARED = sorted({(v.op, mode, dtype) for v in VARIANTS for mode in v.modes for dtype in v.dtypes})
+
+
+@pytest.mark.parametrize("op,mode,dtype", SHARED, ids=["-".join(k) for k in SHARED])
+def test_shared_references_change_no_variant(op, mode, dtype):
+    """Every variant of (op, mode, dtype), evaluated twice on one case inside
+    `bugzoo.shared_references` as triage does (the case's arrays, the oracle's outputs shared and
+    read-only), gives bit for bit what it gives alone, and raises what it raises alone."""
+    cases = [examples(v, mode, dtype, inside=True) for v in variants_for(op, mode, dtype)]
+
+    def alone(v, ex):
+        try:
+            return v.evaluate(mode, dict(ex.inputs), dict(ex.attrs), dtype)
+        except (NotApplicable, oracles.OracleInputError) as e:
+            return type(e)
+
+    hits = 0
+    for ex in cases:  # each variant's own example, on which every variant of the op is evaluated
+        want = [alone(v, ex) for v in variants_for(op, mode, dtype)]
+        with bugzoo.shared_references():
+            for _ in range(2):
+                got = [alone(v, ex) for v in variants_for(op, mode, dtype)]
+                for v, w, g in zip(variants_for(op, mode, dtype), want, got):
+                    if isinstance(w, type):
+                        assert g is w, v.name
+                        continue
+                    hits += 1
+                    assert list(g) == list(w), v.name
+                    for k in w:
+                        np.testing.assert_array_equal(g[k], w[k], err_msg=f"{v.name}: {k}")
+    assert hits, "no variant evaluated"
