@@ -33,12 +33,17 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: sessions, a framework's own caches): after WARM_CALLS answers a worker's resident memory is its
 #: baseline; when it exceeds the baseline by RECYCLE_GROWTH (relative) and by RECYCLE_MIN_BYTES the
 #: worker exits after the answer and the next case starts a fresh one. Measured on TF/Keras workers:
-#: +120 MiB/min without it. The absolute floor spares small workers whose caches are bounded and
-#: were not full at the baseline: an ORT worker (~100 MiB, an LRU of sessions) grew by 30 MiB, and
-#: restarting it every few hundred packed calls cost a start-up and every session again.
+#: +120 MiB/min without it (TensorFlow keeps every traced function's graph in its runtime, whether
+#: or not our LRU still holds the tf.function). A campaign's memory is the sum of ~12 workers per
+#: job that each saw-tooth between their baseline and the threshold, so the threshold is what the
+#: campaign grows by after its first minute: at 30% / 128 MiB a 10-minute default campaign
+#: (`--jobs 2`) grew 25%; at 10% / 32 MiB a 6-minute one grew 5.8% (1 to 6 min) where the former
+#: had grown 7% by 3 minutes, at the same throughput (a TF worker restarts every few minutes).
+#: The absolute floor spares the small ONNX Runtime workers (~75 MiB, an LRU of sessions): restarting
+#: one costs a start-up and every session again.
 WARM_CALLS = 100
-RECYCLE_GROWTH = 0.3
-RECYCLE_MIN_BYTES = 128 << 20
+RECYCLE_GROWTH = 0.1
+RECYCLE_MIN_BYTES = 32 << 20
 
 
 class InternalError(RuntimeError):
