@@ -38,7 +38,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: job that each saw-tooth between their baseline and the threshold, so the threshold is what the
 #: campaign grows by after its first minute: at 30% / 128 MiB a 10-minute default campaign
 #: (`--jobs 2`) grew 25%; at 10% / 32 MiB a 6-minute one grew 5.8% (1 to 6 min) where the former
-#: had grown 7% by 3 minutes, at the same throughput (a TF worker restarts every few minutes).
+#: had grown 7% by 3 minutes. The price: a TF worker restarts every few minutes (start-up and
+#: re-tracing; the summary's startup_seconds counts the start-ups).
 #: The absolute floor spares the small ONNX Runtime workers (~75 MiB, an LRU of sessions): restarting
 #: one costs a start-up and every session again.
 WARM_CALLS = 100
