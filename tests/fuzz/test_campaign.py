@@ -65,6 +65,24 @@ def test_new_buckets_get_a_minimal_reproducer(tmp_path):
     assert case.inputs["x"].size <= 3, case.summary()  # shrunk toward the smallest shape that fires
 
 
+def test_a_spent_budget_ends_the_hypothesis_round_at_once(tmp_path, monkeypatch):
+    """Once the budget is spent the test function ends Hypothesis's run: it is called once more,
+    not for the rest of the round's examples, its target phase or a shrink (each call drew a spec
+    for nothing, and a --jobs 2 campaign overran its 120 s budget by up to 65 s)."""
+    calls = {"in_budget": 0, "after": 0}
+    test = Campaign._test
+
+    def counted(self, spec):
+        calls["after" if self._out_of_budget() else "in_budget"] += 1
+        return test(self, spec)
+
+    monkeypatch.setattr(Campaign, "_test", counted)
+    summary = Campaign(ln_config(tmp_path / "c", ["faulty.none"], max_cases=20, minimize=False, pack=4),
+                       write_report=False).run()
+    assert summary["cases_run"] == 20
+    assert calls["in_budget"] >= 5 and calls["after"] == 1, calls
+
+
 def test_no_finding_on_honest_implementations(tmp_path):
     """The calibration's honest implementations, as plug-in runners over every op, mode and dtype:
     not a single finding (the 10-minute version: benchmarks/no_false_positives.py)."""
