@@ -6,7 +6,8 @@ Explanations, tried in order for a mismatch or a NaN-pattern difference:
    and the closest variant whose outputs the runner matches (error/bound <= 1 on every output both
    define) explains the finding;
 2. a **declared convention** of the runner (`Conventions`): e.g. an eps below the path's documented
-   minimum (`min_eps`) that the framework clamps; a documented refusal of a batch of one;
+   minimum (`min_eps`) that the framework clamps; subnormal inputs read as zero by a path that
+   declares flush-to-zero (`flush_subnormals`); a documented refusal of a batch of one;
 3. otherwise **precision** (mismatch) or **nan_pattern**, with error/bound and the worst output.
 Crashes, timeouts, raised exceptions, accepted invalid inputs and bad outputs are findings of their
 category. The bucket key uses structured fields only: (op, mode, runner, category, signature, dtype);
@@ -123,12 +124,54 @@ def _convention_explanation(case, outcome: Outcome, verdict: Verdict, conv: Conv
             return ("convention:min_eps",
                     f"the path clamps eps={eps:g} to its documented minimum {conv.min_eps:g} "
                     f"(error/bound {worst:.3g} against the oracle at the clamped eps)")
+    if verdict.category in ("mismatch", "nan_pattern") and conv.flush_subnormals:
+        daz = _denormals_are_zero(case)
+        if daz is not None:
+            flushed, n = daz
+            try:
+                ev = oracles.evaluate(case.op, case.mode, flushed, dict(case.attrs), precision)
+            except OracleInputError:
+                ev = None
+            if ev is not None:
+                worst = max((float(np.max(error_ratio(a, ev.outputs[k], ev.bounds[k], case.dtype)))
+                             for k, a in outcome.outputs.items() if k in ev.outputs and np.size(a)),
+                            default=np.inf)
+                if worst <= MATCH:
+                    return ("convention:flush_subnormals",
+                            f"the path reads subnormal inputs as zero (denormals-are-zero, declared with "
+                            f"flush-to-zero): {n} subnormal input value(s); error/bound {worst:.3g} against the "
+                            f"oracle on the inputs read that way")
     if verdict.category == "raised" and conv.min_eps is not None and eps is not None and float(eps) < conv.min_eps:
         return ("convention:min_eps", f"the path documents that eps must be at least {conv.min_eps:g} "
                                       f"(it raises for eps={eps:g})")
     if verdict.category == "raised" and conv.batch_of_one == "raises" and _reduction_size(case) == 1:
         return ("convention:batch_of_one", "the path documents that a reduction set of one element raises")
     return None
+
+
+def _denormals_are_zero(case) -> tuple[dict, int] | None:
+    """(the case's inputs with every subnormal value read as zero, how many), as a CPU in
+    denormals-are-zero mode reads the operands of its arithmetic; None when no input holds a
+    subnormal. For float32, bfloat16 (computed in float32) and float64 cases only: float16 values
+    are widened to float32 before arithmetic, where none of them is subnormal.
+
+    Why a convention and not a bound: the error model's FTZ precision raises every underflow floor
+    to the smallest normal number, but an input read as zero moves the output by up to
+    |gamma| r tiny, which the floors do not scale by r (docs/error-model.md, "Known gap")."""
+    if case.dtype not in ("float32", "bfloat16", "float64"):
+        return None
+    tiny = np.finfo(np.float64 if case.dtype == "float64" else np.float32).tiny
+    out, n = {}, 0
+    for k, a in case.inputs.items():
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            with np.errstate(invalid="ignore"):
+                sub = (a != 0) & (np.abs(a) < tiny)
+            if sub.any():
+                n += int(sub.sum())
+                a = np.where(sub, np.copysign(np.zeros_like(a), a), a)
+        out[k] = a
+    return (out, n) if n else None
 
 
 def _reduction_size(case) -> int | None:

@@ -122,6 +122,28 @@ def test_min_eps_convention_explains_a_clamped_eps():
     assert f.signature != "convention:min_eps"
 
 
+def test_subnormal_inputs_read_as_zero_are_the_flush_to_zero_convention():
+    """Keras RMSNorm of one float32 element 3.7e-40 (subnormal), eps = 1e-6, returned 0 against the
+    reference 3.7e-37 (normal: r = 1000 scales the input up), and triage named it
+    rms_norm_subtracts_mean (0 as well for a one-element set). A path declaring flush-to-zero reads
+    subnormal inputs as zero: the oracle on the flushed inputs explains it."""
+    x = np.array([3.7e-40], dtype=np.float32)
+    c = case_of("rms_norm", "forward", "float32", {"x": x}, {"eps": 1e-6, "normalized_ndim": 1})
+    daz = {"y": np.zeros(1, np.float32), "rstd": np.asarray(np.float32(1000.0))}
+    _, f = judge(c, ok(c, daz), Conventions(flush_subnormals=True))
+    assert f.signature == "convention:flush_subnormals" and "1 subnormal" in f.explanation, f
+    _, f = judge(c, ok(c, daz), Conventions())  # a path that does not flush: not explained so
+    assert f is not None and f.signature != "convention:flush_subnormals"
+    # a wrong output is not excused because the case holds a subnormal input
+    _, f = judge(c, ok(c, {"y": np.float32([0.5]), "rstd": np.asarray(np.float32(1000.0))}), Conventions(flush_subnormals=True))
+    assert f is not None and f.signature != "convention:flush_subnormals"
+    # nor is a case without subnormal inputs (the oracle of the same inputs)
+    x2 = np.array([3.7e-37], dtype=np.float32)
+    c2 = case_of("rms_norm", "forward", "float32", {"x": x2}, {"eps": 1e-6, "normalized_ndim": 1})
+    _, f = judge(c2, ok(c2, daz), Conventions(flush_subnormals=True))
+    assert f is not None and f.signature != "convention:flush_subnormals"
+
+
 def test_documented_refusals_are_conventions():
     """A raise the runner documents (eps below its minimum, a one-element reduction set) is a
     convention, not a new bug; an undocumented raise stays a 'raised' finding."""
