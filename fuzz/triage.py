@@ -113,13 +113,9 @@ def _convention_explanation(case, outcome: Outcome, verdict: Verdict, conv: Conv
     eps = case.attrs.get("eps")
     if verdict.category in ("mismatch", "nan_pattern") and conv.min_eps is not None and eps is not None \
             and float(eps) < conv.min_eps:
-        attrs = dict(case.attrs, eps=conv.min_eps)
-        try:
-            ev = oracles.evaluate(case.op, case.mode, dict(case.inputs), attrs, precision)
-        except OracleInputError:
+        worst = _worst_ratio(case, outcome, dict(case.inputs), dict(case.attrs, eps=conv.min_eps), precision)
+        if worst is None:
             return None
-        worst = max((float(np.max(error_ratio(a, ev.outputs[n], ev.bounds[n], case.dtype)))
-                     for n, a in outcome.outputs.items() if n in ev.outputs), default=np.inf)
         if worst <= MATCH:
             return ("convention:min_eps",
                     f"the path clamps eps={eps:g} to its documented minimum {conv.min_eps:g} "
@@ -128,25 +124,30 @@ def _convention_explanation(case, outcome: Outcome, verdict: Verdict, conv: Conv
         daz = _denormals_are_zero(case)
         if daz is not None:
             flushed, n = daz
-            try:
-                ev = oracles.evaluate(case.op, case.mode, flushed, dict(case.attrs), precision)
-            except OracleInputError:
-                ev = None
-            if ev is not None:
-                worst = max((float(np.max(error_ratio(a, ev.outputs[k], ev.bounds[k], case.dtype)))
-                             for k, a in outcome.outputs.items() if k in ev.outputs and np.size(a)),
-                            default=np.inf)
-                if worst <= MATCH:
-                    return ("convention:flush_subnormals",
-                            f"the path reads subnormal inputs as zero (denormals-are-zero, declared with "
-                            f"flush-to-zero): {n} subnormal input value(s); error/bound {worst:.3g} against the "
-                            f"oracle on the inputs read that way")
+            worst = _worst_ratio(case, outcome, flushed, dict(case.attrs), precision)
+            if worst is not None and worst <= MATCH:
+                return ("convention:flush_subnormals",
+                        f"the path reads subnormal inputs as zero (denormals-are-zero, declared with "
+                        f"flush-to-zero): {n} subnormal input value(s); error/bound {worst:.3g} against the "
+                        f"oracle on the inputs read that way")
     if verdict.category == "raised" and conv.min_eps is not None and eps is not None and float(eps) < conv.min_eps:
         return ("convention:min_eps", f"the path documents that eps must be at least {conv.min_eps:g} "
                                       f"(it raises for eps={eps:g})")
     if verdict.category == "raised" and conv.batch_of_one == "raises" and _reduction_size(case) == 1:
         return ("convention:batch_of_one", "the path documents that a reduction set of one element raises")
     return None
+
+
+def _worst_ratio(case, outcome: Outcome, inputs: Mapping, attrs: Mapping, precision) -> float | None:
+    """The largest error/bound of the runner's outputs against the oracle evaluated on `inputs`
+    and `attrs` (a convention's reading of the case), inf when no output compares; None when the
+    oracle rejects that reading."""
+    try:
+        ev = oracles.evaluate(case.op, case.mode, inputs, attrs, precision)
+    except OracleInputError:
+        return None
+    return max((float(np.max(error_ratio(a, ev.outputs[k], ev.bounds[k], case.dtype)))
+                for k, a in outcome.outputs.items() if k in ev.outputs and np.size(a)), default=np.inf)
 
 
 def _denormals_are_zero(case) -> tuple[dict, int] | None:
