@@ -866,13 +866,17 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: committed on success, rolled back on any error."""
+        """One IMMEDIATE transaction: committed on success, rolled back on any error.
+
+        BEGIN is inside the guarded block: a Ctrl-C that arrives while BEGIN waits for another
+        process's write lock is raised as soon as BEGIN returns, with the transaction open (CPython
+        checks signals when a call returns). Left open, it would hold the write lock, so that every
+        later write of this store fails ("cannot start a transaction within a transaction") and every
+        other process times out on the lock: an interrupted --jobs campaign then ended without its
+        conclusion (tests/fuzz/test_store.py)."""
         conn = self._require(action, write=True)
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot {action}: {_cause(exc, self.timeout)}") from None
-        try:
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:

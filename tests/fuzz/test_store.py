@@ -607,6 +607,44 @@ def test_locked_database(tmp_path):
         assert s.counts()[0]["count"] == 3 and s.bucket(s.buckets()[0]["key"])["count"] == 2
 
 
+
+def test_ctrl_c_while_waiting_for_the_write_lock_leaves_no_transaction_open(tmp_path):
+    """Ctrl-C reaches a write blocked on another process's lock: CPython raises it as soon as BEGIN
+    returns, with the transaction begun. The store rolls it back, so it writes again and does not
+    hold the lock (left open, an interrupted --jobs campaign's parent and jobs all failed on it)."""
+    import threading
+
+    with Store.create(tmp_path, CAMPAIGN, timeout=10.0) as s:
+        other = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None, timeout=0.5, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        released = threading.Event()
+
+        def interrupt_then_release():
+            time.sleep(1.0)  # the main thread is waiting in BEGIN by now
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+            other.execute("COMMIT")
+            released.set()
+
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            t = threading.Thread(target=interrupt_then_release)
+            t.start()
+            with pytest.raises(KeyboardInterrupt):
+                s.checkpoint({"round": 0})
+            # raised once BEGIN got the lock: the case at hand (not an interrupt before BEGIN)
+            assert released.is_set()
+            t.join()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process can write (no lock held) ...
+            other.execute("COMMIT")
+        finally:
+            other.close()
+        s.checkpoint({"round": 1})  # ... and so can this store
+        assert s.progress() == {"round": 1}
+
 # A child process: opens the campaign, resumes from its checkpoint, and records findings forever
 # (two runners per case, checkpoint every 4 cases), printing each finding after its commit returned.
 WRITER = r"""
