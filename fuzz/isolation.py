@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal as _signal
 import subprocess
 import sys
@@ -111,6 +112,7 @@ class Worker:
         self._served = 0
         self._exit_requested = False
         self._baseline = 0
+        self._tmp: str | None = None  # the worker's TMPDIR while it runs
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -122,6 +124,11 @@ class Worker:
             _widen_pipe(fd)
         self._stderr = tempfile.TemporaryFile()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}
+        # A temporary folder of its own, removed when it exits: a worker leaves by os._exit (no atexit
+        # handlers), and TensorFlow's autograph writes a file per traced function to the temporary
+        # folder that only an atexit handler deletes (2,430 files in /tmp after a day of campaigns).
+        self._tmp = tempfile.mkdtemp(prefix="normfuzz-worker-", dir=env.get("TMPDIR") or None)
+        env["TMPDIR"] = self._tmp
         cmd = [sys.executable, "-m", "fuzz.worker", "--spec", self.spec, "--runner", self.runner_id,
                "--fd-in", str(req_r), "--fd-out", str(rep_w), "--parent-pid", str(os.getpid())]
         if self.rlimit_mb:
@@ -129,9 +136,17 @@ class Worker:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._exit_requested = False
-        self.proc = subprocess.Popen(cmd, pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
-                                     start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(cmd, pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
+                                         start_new_session=True)
+        except BaseException:
+            for fd in (req_r, req_w, rep_r, rep_w):
+                os.close(fd)
+            self._stderr.close()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+            raise
         os.close(req_r)
         os.close(rep_w)
         self._fds = (req_w, rep_r)
@@ -198,6 +213,9 @@ class Worker:
                     pass
         if self._stderr is not None:
             self._stderr.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
         self.proc, self._fds, self._stderr = None, None, None
 
     def _stderr_tail(self, n: int = 2000) -> str:

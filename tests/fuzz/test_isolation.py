@@ -3,6 +3,8 @@ next case runs (plug-in runners from tests/fuzz/faulty_runners.py)."""
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,26 @@ def test_growth_below_the_absolute_floor_does_not_recycle(monkeypatch):
         for i in range(20):  # 15 x 8 MiB after the baseline: far over 1%, under 1 GiB
             assert w.run(ln_case(seed=i)).status == "OK"
         assert w.recycles == 0 and w.restarts == 0
+
+
+def _worker_tmpdir(w: Worker):
+    env = open(f"/proc/{w.proc.pid}/environ", "rb").read().split(b"\0")
+    (value,) = [e[len(b"TMPDIR="):] for e in env if e.startswith(b"TMPDIR=")]
+    return pathlib.Path(value.decode())
+
+
+def test_a_worker_has_its_own_temporary_folder_removed_when_it_exits(tmp_path):
+    """What a runner leaves in its temporary folder goes with its worker, after a crash or a close
+    (TensorFlow's autograph writes a file per traced function there and deletes it only at
+    interpreter exit, which a worker skips: os._exit)."""
+    with Worker(SPEC, "faulty.segfault.sometimes", env={"TMPDIR": str(tmp_path)}) as w:
+        assert w.run(ln_case()).status == "OK"
+        first = _worker_tmpdir(w)
+        assert first.parent == tmp_path and first.is_dir()
+        (first / "__autograph_generated_file.py").write_text("x = 1\n")
+        assert w.run(ln_case(eps=TRIGGER_EPS, seed=1)).status == "CRASHED"
+        assert not first.exists()
+        assert w.run(ln_case(seed=2)).status == "OK"  # the restarted worker has a folder of its own
+        second = _worker_tmpdir(w)
+        assert second != first and list(tmp_path.iterdir()) == [second]
+    assert list(tmp_path.iterdir()) == []
