@@ -118,6 +118,12 @@ class Worker:
 
     def start(self) -> None:
         """Start the worker and wait for READY; raises WorkerSetupError with the reason."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the worker process without waiting for it (`wait_ready` then does): several
+        workers import their frameworks at once."""
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         for fd in (req_w, rep_w):
@@ -145,11 +151,14 @@ class Worker:
                 os.close(fd)
             self._stderr.close()
             shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+            self._stderr = self._tmp = None
             raise
         os.close(req_r)
         os.close(rep_w)
         self._fds = (req_w, rep_r)
+
+    def wait_ready(self) -> None:
+        """Wait for the READY of a `launch`ed worker; raises WorkerSetupError with the reason."""
         got = self._wait(self.startup_timeout)
         if got is None:
             tail = self._stderr_tail()

@@ -100,7 +100,7 @@ from .case import Case, frozen_copy
 
 __all__ = [
     "REGIMES", "DEFAULT_REGIMES", "DTYPE_NAMES", "PARAM_KINDS", "RUNNING_KINDS", "CaseSpec",
-    "case_specs", "materialize", "materialize_family", "reduction_length", "large_mean_ratios", "applicable_regimes",
+    "case_specs", "selection", "materialize", "materialize_family", "reduction_length", "large_mean_ratios", "applicable_regimes",
 ]
 
 #: Regimes, simplest first (shrinking moves toward the first).
@@ -616,6 +616,23 @@ def case_specs(*, ops: Sequence[str] | None = None, modes: Sequence[str] | None 
     case may then exceed max_elements by less than one slice of that axis.
     Raises ValueError at once for an unknown name or an empty selection, listing the valid choices.
     """
+    return _specs(_config(ops=ops, modes=modes, dtypes=dtypes, regimes=regimes, max_elements=max_elements,
+                          max_reduction=max_reduction, max_long_elements=max_long_elements,
+                          min_elements=min_elements))
+
+
+def selection(*, ops: Sequence[str] | None = None, modes: Sequence[str] | None = None,
+              dtypes: Sequence[str] | None = None,
+              regimes: Sequence[str] | Mapping[str, int] | None = None) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The (op, mode) pairs and the dtypes that `case_specs` with these selections draws (a pair
+    no selected regime applies to is not drawn); ValueError as `case_specs`."""
+    cfg = _config(ops=ops, modes=modes, dtypes=dtypes, regimes=regimes)
+    return cfg.pairs, cfg.dtypes
+
+
+def _config(*, ops, modes, dtypes, regimes, max_elements: int = 4096, max_reduction: int | None = None,
+            max_long_elements: int = MAX_LONG_ELEMENTS, min_elements: int = 1) -> _Config:
+    """`case_specs`'s arguments, validated, as the `_Config` its strategy draws from."""
     for name, value in (("ops", ops), ("modes", modes), ("dtypes", dtypes), ("regimes", regimes)):
         if isinstance(value, str):
             raise ValueError(f"{name}={value!r} is a str: expected a sequence of names, e.g. [{value!r}]")
@@ -675,9 +692,8 @@ def case_specs(*, ops: Sequence[str] | None = None, modes: Sequence[str] | None 
     if not per_pair:
         raise ValueError(f"regimes={sorted(weights)} apply to none of the pairs {pairs}: 'invalid' applies "
                          f"only to {sorted(_INVALID_MODES)}")
-    cfg = _Config(tuple(p for p in pairs if p in per_pair), dts, per_pair, max_elements, max_reduction,
-                  max_long_elements, min_elements)
-    return _specs(cfg)
+    return _Config(tuple(p for p in pairs if p in per_pair), dts, per_pair, max_elements, max_reduction,
+                   max_long_elements, min_elements)
 
 
 # --------------------------------------------------------------------------------------------------

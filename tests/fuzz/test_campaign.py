@@ -199,3 +199,40 @@ def test_convention_explained_buckets_are_known_not_new(tmp_path):
     conv = [b for b in store.buckets() if b["signature"].startswith("convention:")]
     assert conv, [b["key"] for b in store.buckets()]
     assert all(b["status"] == "known" for b in conv)
+
+
+class _FirstRound(Campaign):
+    """Notes which workers run, and which runners are unavailable, when the first round begins."""
+
+    def _round(self, r):
+        if not hasattr(self, "at_first_round"):
+            self.at_first_round = (set(self.workers), dict(self.unavailable))
+        super()._round(r)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_campaign_starts_every_worker_it_can_use_before_its_first_case(tmp_path, jobs):
+    """The workers of the runners whose declared ops and dtypes meet the selection start before
+    the first case (memory is then flat from the first minute: no worker adds its baseline later);
+    a runner whose setup fails is unavailable from the start; a runner that declares no ops starts
+    when its first case comes; runners that cannot run the selection never start."""
+    names = ["startup.ln", "startup.bn_only", "startup.f64_only", "startup.broken", "startup.undeclared"]
+    cfg = CampaignConfig(out=str(tmp_path / "c"), ops=["layer_norm"], modes=["forward"], dtypes=["float32"],
+                         runners=names, plugins=["tests.fuzz.startup_runners:runners"], max_cases=128,
+                         minimize=False, timeout=20.0)
+    if jobs == 1:
+        camp = _FirstRound(cfg, write_report=False)
+        camp.run()
+        started, unavailable = camp.at_first_round
+        assert started == {"startup.ln"}
+        assert "setup raised builtins.RuntimeError: no device" in unavailable["startup.broken"]
+        assert set(camp.workers) == {"startup.ln", "startup.undeclared"}
+        assert camp.state.startup_seconds > 0
+    else:  # each job process starts its workers (checked through what the campaign records)
+        cfg.jobs = 2
+        Campaign(cfg, write_report=False).run()
+    with Store.open(tmp_path / "c", readonly=True) as s:
+        c = s.campaign()
+        assert set(c["frameworks"]) == {"startup.ln", "startup.undeclared"}
+        assert "no device" in c["extra"]["unavailable"]["startup.broken"]  # (a job's too)
+        assert c["cases_run"] == 128

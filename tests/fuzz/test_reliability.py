@@ -388,18 +388,11 @@ def hit(name):
 
 import fuzz.campaign as campaign, fuzz.isolation as isolation, fuzz.store as store
 
-start, wait = isolation.Worker.start, isolation.Worker._wait
-def patched_start(self):
-    self._starting = True
-    try:
-        return start(self)
-    finally:
-        self._starting = False
-def patched_wait(self, timeout):
-    if getattr(self, "_starting", False):
-        hit("worker_start")  # the worker process exists; its READY is not read yet
-    return wait(self, timeout)
-isolation.Worker.start, isolation.Worker._wait = patched_start, patched_wait
+ready = isolation.Worker.wait_ready
+def patched_ready(self):
+    hit("worker_start")  # the worker process exists (launched); its READY is not read yet
+    return ready(self)
+isolation.Worker.wait_ready = patched_ready
 
 test = campaign.Campaign._test
 def patched_test(self, spec):
