@@ -559,21 +559,38 @@ class Campaign:
 
     def _round(self, r: int) -> None:
         from hypothesis import HealthCheck, Phase, given, seed, settings
-        from hypothesis.errors import FlakyFailure
+        from hypothesis import strategies as hst
+        from hypothesis.errors import FlakyFailure, FlakyStrategyDefinition
 
         from .strategies import case_specs
 
-        strategy = case_specs(ops=self.cfg.ops or None, modes=self.cfg.modes or None,
-                              dtypes=self.cfg.dtypes or None, regimes=self.cfg.regimes or None,
-                              max_elements=self.cfg.max_elements, min_elements=self.cfg.min_elements)
+        specs = case_specs(ops=self.cfg.ops or None, modes=self.cfg.modes or None,
+                           dtypes=self.cfg.dtypes or None, regimes=self.cfg.regimes or None,
+                           max_elements=self.cfg.max_elements, min_elements=self.cfg.min_elements)
+
+        @hst.composite
+        def strategy(draw):
+            # The budget is checked before each draw as well as in `_test`: an attempt of the target
+            # phase whose mutated choices make no valid spec (overrun, rejected) never reaches the
+            # test, and Hypothesis went on hill-climbing after the budget (a --jobs 2 RMSNorm
+            # campaign with a 60 s budget: 80 s; faulthandler: `optimise_targets`, drawing).
+            if self._out_of_budget():
+                raise _Spent()
+            return draw(specs)
+
         test = settings(max_examples=EXAMPLES_PER_ROUND, database=None, deadline=None, derandomize=False,
                         phases=[Phase.generate, Phase.target, Phase.shrink], report_multiple_bugs=False,
                         suppress_health_check=list(HealthCheck), print_blob=False)(
-            seed(self.cfg.seed * 1_000_003 + r)(given(strategy)(self._test_or_abort)))
+            seed(self.cfg.seed * 1_000_003 + r)(given(strategy())(self._test_or_abort)))
         try:
             test()
         except _Spent:
             pass  # (a bucket being shrunk keeps its smallest case so far: the loop below)
+        except FlakyStrategyDefinition:
+            # `strategy` ended a draw that, on the same choices, went on before the budget was
+            # spent: Hypothesis reports the difference instead of the _Spent it raised
+            if not self._out_of_budget():
+                raise
         except _Found as e:
             self._finish_minimal(type(e).key)
         except _Abort as e:
