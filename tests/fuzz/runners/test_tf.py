@@ -291,6 +291,34 @@ def test_ema_float64_uses_the_exact_decay(tf):
     np.testing.assert_allclose(got, decay * old + (1 - decay) * value, rtol=1e-14)
 
 
+
+def _keras_rms_tiny_rows(tf, graph: bool):
+    """Keras RMSNormalization with scale -1.75e37 on x = 0.01 (eps 1e-6): the output,
+    -1.75e37 * 0.01 / sqrt(1e-4 + 1e-6) = -1.7413e37, is finite in float32."""
+    import keras
+
+    layer = keras.layers.RMSNormalization(epsilon=1e-6)
+    layer.build((None, 1))
+    layer.scale.assign([-1.75e37])
+    x = tf.constant([[0.01]])
+    f = tf.function(lambda t: layer(t), input_signature=[tf.TensorSpec([None, 1], tf.float32)]) if graph else layer
+    return f(x).numpy(), -1.75e37 * 0.01 / np.sqrt(0.01 ** 2 + 1e-6)
+
+
+def test_keras_rms_norm_eager_keeps_a_finite_output_finite(tf):
+    got, expected = _keras_rms_tiny_rows(tf, graph=False)
+    np.testing.assert_allclose(got, [[expected]], rtol=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason="TF behaviour: in a tf.function, grappler's arithmetic optimizer "
+                   "reassociates Keras RMSNormalization's (x * rrms) * scale; rrms * scale (1.75e39) "
+                   "overflows to -inf although the output (-1.74e37) is finite; with "
+                   "arithmetic_optimization off the graph gives the eager result (docs/findings.md, "
+                   "TensorFlow 8)")
+def test_keras_rms_norm_graph_keeps_a_finite_output_finite(tf):
+    got, expected = _keras_rms_tiny_rows(tf, graph=True)
+    np.testing.assert_allclose(got, [[expected]], rtol=1e-6)
+
 def test_tfnn_defaults(rs, tf):
     r = rs["tf.nn"]
     sig = inspect.signature(tf.nn.batch_normalization)
