@@ -40,3 +40,9 @@ m = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 4, bias=False
 try:
     jvp(lambda v: torch._weight_norm(v, m.parametrizations.weight.original0, 0), (m.parametrizations.weight.original1.detach(),), (torch.ones(4, 3),))
 except NotImplementedError as e: print("6. weight_norm jvp:", str(e)[:90])
+# 10. F.group_norm runs BatchNorm's batch-size check: one value per group raises for N = 1 only
+b = torch.tensor([0.5])
+print("10. GN one value per group, N=2:", F.group_norm(torch.tensor([[3.0], [4.0]]), 1, torch.ones(1), b).ravel().tolist(), end="")
+try:
+    print(" | N=1:", F.group_norm(torch.tensor([[3.0]]), 1, torch.ones(1), b).ravel().tolist())
+except ValueError as e: print(" | N=1 raises:", str(e)[:80])

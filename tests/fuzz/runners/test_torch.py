@@ -255,6 +255,20 @@ def test_finding_float16_jvp_overflows(runner):
     assert np.all(np.isfinite(out["ty"])), f"non-finite tangents: {int(np.sum(~np.isfinite(out['ty'])))} of 32"
 
 
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="torch 2.13 F.group_norm runs BatchNorm's "
+                   "_verify_batch_size on [N*C/G, G, *spatial]: with N = 1 and one value per group it raises "
+                   "'Expected more than 1 value per channel when training', where N = 2 normalizes each "
+                   "one-value group to beta (docs/findings.md, torch 10)")
+def test_finding_group_norm_one_value_per_group_raises_for_a_batch_of_one(torch):
+    import torch.nn.functional as F
+
+    w, b = torch.ones(1), torch.tensor([0.5])
+    two = F.group_norm(torch.tensor([[3.0], [4.0]]), 1, w, b)
+    np.testing.assert_allclose(two.numpy(), [[0.5], [0.5]], rtol=1e-4)  # (x - mean) = 0: y = beta
+    one = F.group_norm(torch.tensor([[3.0]]), 1, w, b)
+    np.testing.assert_allclose(one.numpy(), [[0.5]], rtol=1e-4)
+
+
 @pytest.mark.xfail(strict=True, reason="torch 2.13 CPU batch_norm (training) rounds the batch mean to "
                    "float16 before normalizing: with mean ~1000 and std 1 the output errs by ~0.1 "
                    "(up to 0.25), 5000x the float32 path")
