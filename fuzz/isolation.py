@@ -142,20 +142,17 @@ class Worker:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._exit_requested = False
+        self._fds = (req_w, rep_r)
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
                                          start_new_session=True)
         except BaseException:
-            for fd in (req_r, req_w, rep_r, rep_w):
-                os.close(fd)
-            self._stderr.close()
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._stderr = self._tmp = None
+            self._kill()  # no process to kill: closes our pipe ends and the stderr file, removes the folder
             raise
-        os.close(req_r)
-        os.close(rep_w)
-        self._fds = (req_w, rep_r)
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
 
     def wait_ready(self) -> None:
         """Wait for the READY of a `launch`ed worker; raises WorkerSetupError with the reason."""
