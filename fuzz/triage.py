@@ -72,13 +72,15 @@ def _variant_score(variant, case, outcome: Outcome, ref: Reference) -> float | N
     very nature is a NaN pattern (trigger regime nonfinite_in_one_set)."""
     import bugzoo
 
+    nan_nature = variant.trigger_regime == "nonfinite_in_one_set"
+    if not nan_nature and not any(np.isfinite(np.asarray(a, dtype=float)).any() for a in outcome.outputs.values()):
+        return None  # no finite value of the runner's: no evidence whatever the variant outputs
     try:
         outs = variant.evaluate(case.mode, dict(case.inputs), dict(case.attrs), case.dtype)
     except (bugzoo.NotApplicable, OracleInputError):
         return None
     ev = ref.evaluation
     worst, compared, evidence = 0.0, 0, 0
-    nan_nature = variant.trigger_regime == "nonfinite_in_one_set"
     for name, actual in outcome.outputs.items():
         if name not in outs or name not in ev.bounds or np.shape(outs[name]) != np.shape(actual):
             continue

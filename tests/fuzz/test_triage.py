@@ -111,6 +111,33 @@ def test_each_variant_is_explained_by_its_own_signature(v):
         assert "matches bug-zoo variant" in finding.explanation
 
 
+def test_an_output_without_a_finite_value_is_weighed_only_against_the_nan_variants(monkeypatch):
+    """A runner whose outputs hold no finite value gives no evidence for a variant whose nature is
+    not a NaN pattern, so triage does not evaluate those variants; the NaN-natured one still
+    explains the finding as before."""
+    nan_v = next(v for v in bugzoo.VARIANTS if v.trigger_regime == "nonfinite_in_one_set")
+    mode = nan_v.modes[0]
+    dtype = "float32" if "float32" in nan_v.dtypes else nan_v.dtypes[0]
+    ex = bugzoo.examples(nan_v, mode, dtype, inside=True, seed=0)
+    c = case_of(nan_v.op, mode, dtype, ex.inputs, ex.attrs)
+    outs = {k: np.full(np.shape(a), np.nan, dtype=np.float32) for k, a in rounded_reference(c).items()}
+    others = [v for v in bugzoo.variants_for(c.op, c.mode, c.dtype) if v is not nan_v]
+    assert others  # the case has variants whose evaluation the short-cut skips
+    evaluated = []
+    cls = type(nan_v)
+    real = cls.evaluate
+
+    def counting(self, *a, **k):
+        evaluated.append(self.name)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(cls, "evaluate", counting)
+    verdict, finding = judge(c, ok(c, outs), CONV)
+    assert verdict.category == "nan_pattern"
+    assert evaluated == [nan_v.name]
+    assert finding.details["closest_variant"]["name"] == nan_v.name
+
+
 def test_min_eps_convention_explains_a_clamped_eps():
     x = oracles.round_to("float32", np.random.default_rng(1).normal(scale=1e-3, size=(4, 8)))
     c = case_of("layer_norm", "forward", "float32", {"x": x}, {"eps": 1e-9, "normalized_ndim": 1})
