@@ -133,8 +133,10 @@ DEFAULT_ACCUMULATION = {"float16": "float32", "bfloat16": "float32", "float32": 
 
 def dtype(name: str) -> DType:
     """The `DType` called `name`; raises `OracleInputError` for an unknown name."""
-    require(name in DTYPES, "dtype", repr(name), f"one of {sorted(DTYPES)}")
-    return DTYPES[name]
+    d = DTYPES.get(name) if isinstance(name, str) else None
+    if d is None:  # (the message is built only here: this runs dozens of times per evaluation)
+        require(False, "dtype", repr(name), f"one of {sorted(DTYPES)}")
+    return d
 
 
 def name_of(a: np.ndarray) -> str:

@@ -46,6 +46,7 @@ op and mode (tests/oracles/honest.py) on hostile regimes; benchmarks/calibration
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,6 +166,12 @@ def _limit(p: Precision, k: int) -> np.floating:
     reduction) and a few in the elementwise format may round to infinity, stored in the smaller
     of the two formats. (The k roundings are the accumulation's: charging them at the elementwise
     unit roundoff made every set of a half-elementwise path with n >= 2048 'overflow'.)"""
+    return _limit_in(p, k, work())
+
+
+@functools.lru_cache(maxsize=4096)
+def _limit_in(p: Precision, k: int, t: type) -> np.floating:
+    """`_limit` in working type `t` (a function of its arguments only: cached)."""
     thr = min(overflow_threshold(p.accum), overflow_threshold(p.elementwise))
     return thr / ((1 + g(k, p.u_a)) * (1 + g(4, p.u_e)))
 
@@ -341,8 +348,11 @@ def _pin_nan(b: np.ndarray, value: np.ndarray, free: np.ndarray) -> np.ndarray:
     or an overflow, and the bound stays +inf: any value agrees. (Infinite references are left
     alone: with an infinite parameter the folded form gives NaN where the centered one gives inf.)"""
     value = np.asarray(value)
+    nan = np.isnan(value)
+    if not nan.any():
+        return b
     shape = np.broadcast_shapes(np.shape(b), value.shape, np.shape(free))
-    pin = np.broadcast_to(np.isnan(value), shape) & ~np.broadcast_to(free, shape)
+    pin = np.broadcast_to(nan, shape) & ~np.broadcast_to(free, shape)
     return np.where(pin, 0.0, np.broadcast_to(b, shape)) if pin.any() else b
 
 
@@ -612,10 +622,15 @@ def overflow_threshold(dtype: str, t: type | None = None) -> np.floating:
     """Smallest magnitude that rounds to infinity in `dtype` (max + half an ulp), in type `t`
     (default: the working type). Exact in float64 for every format but float64, whose threshold
     2**1024 (1 - 2**-54) float64 rounds to inf (no finite float64 value reaches it)."""
+    return _overflow_threshold(dtype, t or work())
+
+
+@functools.lru_cache(maxsize=None)
+def _overflow_threshold(dtype: str, t: type) -> np.floating:
     d = _dtype(dtype)
     top = EXT(2) ** int(np.ceil(np.log2(d.max)))
     with np.errstate(over="ignore"):
-        return (t or work())(top * (1 - EXT(d.u) / 2))
+        return t(top * (1 - EXT(d.u) / 2))
 
 
 def _judging_type(*arrays) -> type:
