@@ -96,7 +96,7 @@ from hypothesis import strategies as st
 from oracles.dtypes import DTYPES, round_to
 from oracles.registry import OPS, modes as _oracle_modes
 
-from .case import Case, frozen_copy
+from .case import Case
 
 __all__ = [
     "REGIMES", "DEFAULT_REGIMES", "DTYPE_NAMES", "PARAM_KINDS", "RUNNING_KINDS", "CaseSpec",
@@ -972,9 +972,6 @@ def materialize_family(spec: CaseSpec, size: int) -> list[Case]:
     if size == 1:
         return [materialize(spec)]
     inputs = _inputs(spec, np.random.default_rng([spec.seed, size]), size)
-    # frozen once (read-only, over immutable bytes): each member's arrays are views that `Case`
-    # keeps without another copy, and a shared array is the same object in every member
-    inputs = {k: frozen_copy(a) for k, a in inputs.items()}
-    shared = FAMILY_SHARED.get(spec.op, ())
-    return [Case(spec.op, spec.mode, spec.dtype, {k: (a if k in shared else a[i]) for k, a in inputs.items()},
-                 spec.attrs) for i in range(size)]
+    # frozen once (read-only, over immutable bytes): each member's arrays are views of them, and a
+    # shared array is the same object in every member
+    return Case.family(spec.op, spec.mode, spec.dtype, inputs, size, spec.attrs, FAMILY_SHARED.get(spec.op, ()))

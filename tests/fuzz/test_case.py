@@ -312,6 +312,47 @@ def test_case_is_immutable():
     assert copy.deepcopy(case) == case
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_a_family_is_the_cases_built_one_by_one(dtype):
+    rng = np.random.default_rng(7)
+    x = random_array(rng, dtype, (5, 2, 3))
+    gamma = random_array(rng, dtype, (3,))
+    attrs = {"eps": 1e-5, "normalized_ndim": 1}
+    fam = Case.family("layer_norm", "forward", dtype, {"x": x, "gamma": gamma}, 5, attrs, shared=("gamma",))
+    alone = [Case("layer_norm", "forward", dtype, {"x": x[i], "gamma": gamma}, attrs) for i in range(5)]
+    assert fam == alone and [c.id for c in fam] == [c.id for c in alone]
+    assert [c.summary() for c in fam] == [c.summary() for c in alone]
+    assert all(c.inputs["gamma"] is fam[0].inputs["gamma"] for c in fam)  # shared: one array
+    x[:] = 0  # the family holds a copy
+    assert fam == alone
+    for c in fam:
+        with pytest.raises(ValueError):
+            c.inputs["x"].setflags(write=True)
+        with pytest.raises(TypeError):
+            c.inputs["x"] = x
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            c.op = "rms_norm"
+        assert copy.deepcopy(c) == c and pickle.loads(pickle.dumps(c)) == c
+
+
+def test_a_family_refuses_what_one_of_its_cases_would():
+    good = np.zeros((3, 4), np.float32)
+    bad = good.copy()
+    bad[2, 1] = 1.1  # member 2 only: not bfloat16-representable
+    with pytest.raises(CaseFormatError, match=r"not bfloat16-representable at index \(2, 1\)"):
+        Case.family("rms_norm", "forward", "bfloat16", {"x": bad}, 3)
+    with pytest.raises(CaseFormatError, match="stores float inputs as float32"):
+        Case.family("rms_norm", "forward", "float32", {"x": good.astype(np.float16)}, 3)
+    with pytest.raises(CaseFormatError, match="dtype='float8'"):
+        Case.family("rms_norm", "forward", "float8", {"x": good}, 3)
+    with pytest.raises(CaseFormatError, match="input name 'bad name' is not valid"):
+        Case.family("rms_norm", "forward", "float32", {"bad name": good}, 3)
+    with pytest.raises(CaseFormatError, match="not a valid name"):
+        Case.family("rms norm", "forward", "float32", {"x": good}, 3)
+    with pytest.raises(ValueError, match="leading axis of 4 members"):
+        Case.family("rms_norm", "forward", "float32", {"x": good}, 4)
+
+
 # --------------------------------------------------------------------------------------------------
 # What loading refuses
 
