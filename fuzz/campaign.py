@@ -32,12 +32,17 @@ from . import __version__
 from .compare import Reference, Verdict, compare, reference
 from .isolation import InternalError, Worker, WorkerSetupError, close_all
 from .outcome import Outcome
+from .packing import PACK_ELEMENTS
 from .runners import discover
 from .triage import Finding, bucket_key, judge
 
 EXAMPLES_PER_ROUND = 200
-#: Cases per Hypothesis example (a family) and per packed framework call (`fuzz.packing`).
-DEFAULT_PACK = 64
+#: Cases per Hypothesis example (a family) and per packed framework call (`fuzz.packing`), at most.
+DEFAULT_PACK = 128
+#: A family's data elements in all, at most (fewer members for larger cases): `fuzz.packing`.
+DEFAULT_PACK_ELEMENTS = PACK_ELEMENTS
+#: The element budget of campaigns stored before it was an option (they are resumed with it).
+LEGACY_PACK_ELEMENTS = 1 << 18
 
 
 @dataclass
@@ -61,6 +66,7 @@ class CampaignConfig:
     baseline: str | None = None
     minimize: bool = True                                  # shrink each new bucket's case
     pack: int = DEFAULT_PACK                               # cases per family and framework call (1: off)
+    pack_elements: int = DEFAULT_PACK_ELEMENTS             # a family's data elements in all, at most
     min_elements: int = 1
     jobs: int = 1                                          # campaign processes (one per core)
 
@@ -124,6 +130,7 @@ class _State:
     cases_at_stop: int = 0
     unconfirmed: int = 0          # packed-call findings that the member's solo run did not show
     packed_calls: int = 0
+    families: int = 0             # Hypothesis examples evaluated (each a family of cases of one signature)
     startup_seconds: float = 0.0  # spent starting workers (excluded from throughput figures)
 
 
@@ -191,8 +198,10 @@ class Campaign:
                  job: tuple[int, int] | None = None):
         if not isinstance(config.jobs, int) or isinstance(config.jobs, bool) or config.jobs < 1:
             raise CampaignConfigError(f"jobs={config.jobs!r} is invalid: expected an int >= 1")
-        if not isinstance(config.pack, int) or isinstance(config.pack, bool) or config.pack < 1:
-            raise CampaignConfigError(f"pack={config.pack!r} is invalid: expected an int >= 1")
+        for name in ("pack", "pack_elements"):
+            v = getattr(config, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise CampaignConfigError(f"{name}={v!r} is invalid: expected an int >= 1")
         if config.jobs > 1 and stop_when is not None:
             raise CampaignConfigError("stop_when needs a single job (jobs=1)")
         self.cfg = config
@@ -336,15 +345,19 @@ class Campaign:
     # ------------------------------------------------------------------ one family
 
     def family_size(self, spec) -> int:
-        """Cases drawn from one Hypothesis example: `pack`, fewer when that many would exceed one
-        packed call's element budget (`fuzz.packing.PACK_ELEMENTS`). A function of the spec and the
-        configuration only, so that replaying an example (shrinking) replays the same family."""
+        """Cases drawn from one Hypothesis example: `pack`, fewer when that many would exceed the
+        family's element budget (`pack_elements`), at least one. A function of the spec and the
+        configuration only, so that replaying an example (shrinking) replays the same family.
+
+        Why a budget in elements: a family costs a fixed part (the example, a framework call per
+        runner, the oracle's per-call overhead) and a part per element. Small cases get many
+        members, which is where packing pays; larger ones get fewer, so that an example of a
+        larger shape stays cheap and the campaign keeps drawing new signatures (shapes, attributes,
+        parameter kinds) at a steady rate (benchmarks/family_size.py)."""
         from math import prod
 
-        from .packing import PACK_ELEMENTS
-
         n = max(1, prod(spec.shape) * spec.steps)
-        return max(1, min(self.cfg.pack, PACK_ELEMENTS // n))
+        return max(1, min(self.cfg.pack, self.cfg.pack_elements // n))
 
     def _evaluate_family(self, spec, members: list) -> tuple[dict[str, Verdict],
                                                              list[list[tuple[str, Any, Finding | None]]]]:
@@ -363,7 +376,7 @@ class Campaign:
         rids = self._supported(first, len(members))
         results: list[list] = [[] for _ in members]
         agreed: dict[str, Verdict] = {}
-        p = plan(members) if self.cfg.pack > 1 else None
+        p = plan(members, self.cfg.pack_elements) if self.cfg.pack > 1 else None
         packed = pack(members, p) if p is not None else None
         solo_rids = list(rids)
         if packed is not None:
@@ -466,6 +479,7 @@ class Campaign:
                     _raise_for(st.target)
             return
         st.cases += len(members)
+        st.families += 1
         raise_for = None
         scores: dict[str, float] = {}
         agreed, results = self._evaluate_family(spec, members)
@@ -710,6 +724,7 @@ class Campaign:
         self.store.checkpoint_job(j, {"next_round": next_round, "cases": self.state.cases, "elapsed": self.elapsed(),
                                       "startup_seconds": self.state.startup_seconds,
                                       "packed_calls": self.state.packed_calls, "unconfirmed": self.state.unconfirmed,
+                                      "families": self.state.families,
                                       "unavailable": dict(self.unavailable)})
 
 
@@ -775,6 +790,7 @@ class Campaign:
         st.cases = sum(int(v.get("cases", 0)) for v in vals)
         st.startup_seconds = max([float(v.get("startup_seconds", 0.0)) for v in vals] or [0.0])
         st.packed_calls = sum(int(v.get("packed_calls", 0)) for v in vals)
+        st.families = sum(int(v.get("families", 0)) for v in vals)
         st.unconfirmed = sum(int(v.get("unconfirmed", 0)) for v in vals)
         for v in vals:  # runners whose workers could not start in a job (the summary and report say so)
             u = v.get("unavailable")
@@ -812,7 +828,8 @@ class Campaign:
                 self.store.set_bucket_status(b["key"], "known", known_issue="documented convention of the runner")
         self.store.finish(status, {"unavailable": dict(self.unavailable), "warnings": warnings,
                                    "startup_seconds": self.state.startup_seconds, "jobs": self.cfg.jobs,
-                                   "pack": self.cfg.pack, "packed_calls": self.state.packed_calls,
+                                   "pack": self.cfg.pack, "pack_elements": self.cfg.pack_elements,
+                                   "packed_calls": self.state.packed_calls, "families": self.state.families,
                                    "unconfirmed_packed_findings": self.state.unconfirmed},
                           cases_run=self.state.cases)
         summary = self.store.summary()

@@ -249,6 +249,9 @@ def _configure_campaign(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pack", type=_positive_int, default=DEFAULT_PACK, metavar="K",
                         help=f"cases drawn per Hypothesis example and evaluated in one framework call when "
                              f"they pack (default {DEFAULT_PACK}; 1: every case alone)")
+    parser.add_argument("--pack-elements", type=_positive_int, default=DEFAULT_PACK_ELEMENTS, metavar="N",
+                        help=f"the most data elements of one family in all: fewer than --pack members for "
+                             f"larger cases (default {DEFAULT_PACK_ELEMENTS})")
     parser.add_argument("--max-elements", type=_positive_int, default=4096, metavar="N",
                         help="the most elements of a case's data input (default 4096; the 'long' regime ignores it)")
     parser.add_argument("--min-elements", type=_positive_int, default=1, metavar="N",
@@ -257,7 +260,8 @@ def _configure_campaign(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-DEFAULT_PACK = 64  # fuzz.campaign.DEFAULT_PACK (not imported: the parser must not import numpy)
+DEFAULT_PACK = 128  # fuzz.campaign.DEFAULT_PACK (not imported: the parser must not import numpy)
+DEFAULT_PACK_ELEMENTS = 1 << 14  # fuzz.campaign.DEFAULT_PACK_ELEMENTS
 
 
 def _cores() -> int:
@@ -313,7 +317,7 @@ def _resumed_config(stored: object, out: str):
     import types
     import typing
 
-    from .campaign import CampaignConfig
+    from .campaign import LEGACY_PACK_ELEMENTS, CampaignConfig
     from .store import StoreError
 
     hints = typing.get_type_hints(CampaignConfig)
@@ -334,6 +338,8 @@ def _resumed_config(stored: object, out: str):
     if not isinstance(stored, dict):
         raise StoreError(f"the stored campaign configuration is a {type(stored).__name__}, not an object")
     kept = {k: v for k, v in stored.items() if k in hints and k != "out"}
+    if "pack" in kept and "pack_elements" not in stored:  # stored before --pack-elements existed
+        kept["pack_elements"] = LEGACY_PACK_ELEMENTS
     bad = [f"{k}={v!r}" for k, v in kept.items() if not fits(v, hints[k])]
     if bad:
         raise StoreError(f"the stored campaign configuration is damaged: {', '.join(bad)[:300]}")
@@ -347,7 +353,8 @@ def _refuse_changed_settings(args: argparse.Namespace, cfg) -> None:
     stored = {"ops": cfg.ops, "modes": cfg.modes, "runners": cfg.runners, "runner": cfg.plugins,
               "dtypes": cfg.dtypes, "regimes": cfg.regimes, "seed": cfg.seed, "timeout": cfg.timeout,
               "memory_mb": cfg.memory_mb, "known_issues": cfg.known_issues, "baseline": cfg.baseline,
-              "no_minimize": not cfg.minimize, "pack": cfg.pack, "max_elements": cfg.max_elements,
+              "no_minimize": not cfg.minimize, "pack": cfg.pack, "pack_elements": cfg.pack_elements,
+              "max_elements": cfg.max_elements,
               "min_elements": cfg.min_elements}
     default = build_parser().parse_args(["campaign", "--out", args.out])
     def given(name: str):  # as CampaignConfig stores it ('none' is no known-issues file)
@@ -393,7 +400,8 @@ def _run_campaign(args: argparse.Namespace) -> int:
                              max_cases=args.cases, seed=args.seed, timeout=args.timeout, memory_mb=args.memory_mb,
                              known_issues=None if args.known_issues == "none" else args.known_issues,
                              baseline=args.baseline,
-                             minimize=not args.no_minimize, pack=args.pack, jobs=args.jobs,
+                             minimize=not args.no_minimize, pack=args.pack, pack_elements=args.pack_elements,
+                             jobs=args.jobs,
                              max_elements=args.max_elements, min_elements=args.min_elements)
         if args.min_elements > args.max_elements:
             raise UsageError(f"--min-elements {args.min_elements} exceeds --max-elements {args.max_elements}")

@@ -46,9 +46,11 @@ import numpy as np
 
 from .case import Case
 
-#: The most elements of a packed call's data input: beyond this a call is long enough that its
-#: fixed costs (IPC, dispatch, tracing) no longer matter, and memory grows for nothing.
-PACK_ELEMENTS = 1 << 18
+#: The most elements of a packed call's data input by default (a campaign's `--pack-elements`):
+#: beyond this a call is long enough that its fixed costs (IPC, dispatch, tracing, the oracle's
+#: per-call overhead) no longer matter, and each Hypothesis example costs more for nothing but
+#: more cases of one signature (benchmarks/family_size.py measures cases and signatures per second).
+PACK_ELEMENTS = 1 << 14
 
 _CHANNEL_OPS = ("batch_norm", "instance_norm", "group_norm")
 _BATCH_OPS = ("layer_norm", "rms_norm")
@@ -120,9 +122,10 @@ def _axes(case: Case) -> tuple[int, dict[str, int | None], dict | None] | None:
     return None
 
 
-def plan(members: Sequence[Case]) -> Plan | None:
+def plan(members: Sequence[Case], max_elements: int = PACK_ELEMENTS) -> Plan | None:
     """How `members` pack into one case, or None (fewer than two members, different signatures,
-    an op or mode that does not pack, shared inputs that differ, too many elements)."""
+    an op or mode that does not pack, shared inputs that differ, more than `max_elements` data
+    elements in all, unless a single member has more)."""
     if len(members) < 2:
         return None
     first = members[0]
@@ -141,7 +144,7 @@ def plan(members: Sequence[Case]) -> Plan | None:
                     m.inputs[n], first.inputs[n], equal_nan=True):
                 return None
     data = first.inputs[_data_name(first)]
-    if data.size * len(members) > max(PACK_ELEMENTS, data.size):
+    if data.size * len(members) > max(max_elements, data.size):
         return None
     if stacked is not None:
         return Plan(len(members), axes, 0, data.ndim + 1, False, stacked, stacked=True)

@@ -1365,6 +1365,8 @@ class Store:
             "cases_per_second": c["cases_run"] / seconds if seconds > 0 else None,
             "startup_seconds": float(startup) if isinstance(startup, (int, float)) else None,
             "jobs": int(extra.get("jobs", 1)) if isinstance(extra.get("jobs", 1), int) else 1,
+            # Hypothesis examples this run of the campaign evaluated (families of one signature)
+            "families": extra["families"] if isinstance(extra.get("families"), int) else None,
             "results": results,
             "findings": sum(by_category.values()),
             "findings_by_category": by_category,

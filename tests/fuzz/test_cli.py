@@ -132,3 +132,12 @@ def test_python_dash_m_fuzz():
     assert (done.returncode, done.stdout) == (0, f"normfuzz {fuzz.__version__}\n")
     done = subprocess.run([sys.executable, "-m", "fuzz", "nope"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_the_campaign_parser_defaults_are_the_campaign_defaults():
+    """The parser keeps its own copies of the family defaults (it must not import numpy)."""
+    from fuzz.campaign import DEFAULT_PACK, DEFAULT_PACK_ELEMENTS, CampaignConfig
+
+    args = cli.build_parser().parse_args(["campaign", "--out", "x"])
+    assert (args.pack, args.pack_elements) == (DEFAULT_PACK, DEFAULT_PACK_ELEMENTS)
+    assert (CampaignConfig(out="x").pack, CampaignConfig(out="x").pack_elements) == (DEFAULT_PACK, DEFAULT_PACK_ELEMENTS)

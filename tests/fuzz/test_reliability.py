@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 import tests.fuzz.faulty_runners as F
 from fuzz import cli
-from fuzz.campaign import Campaign, CampaignConfig
+from fuzz.campaign import DEFAULT_PACK_ELEMENTS, Campaign, CampaignConfig
 from fuzz.case import Case
 from fuzz.store import DB_NAME, Store, bucket_id
 
@@ -1000,7 +1000,8 @@ def test_resume_refuses_a_changed_configuration(good_campaign, tmp_path):
     assert code in (0, 1), err
     for change, words in ((["--seed", "99"], "--seed 99 (stored: 0)"),
                           (["--ops", "rms_norm"], "--ops ['rms_norm'] (stored: ['layer_norm'])"),
-                          (["--no-minimize"], "--no-minimize True (stored: False)")):
+                          (["--no-minimize"], "--no-minimize True (stored: False)"),
+                          (["--pack-elements", "100"], f"--pack-elements 100 (stored: {DEFAULT_PACK_ELEMENTS})")):
         code, _, err = run_cli("campaign", "--out", str(out), "--resume", "--cases", "14", *change)
         assert code == 2 and words in err and "only --budget and --cases can change" in err, err
     assert Store.open(out, readonly=True).campaign()["cases_run"] == 12

@@ -105,6 +105,41 @@ def test_packed_campaigns_are_deterministic(tmp_path):
     assert runs[0] == runs[1] and runs[0][1] and runs[0][2] > 0
 
 
+class FamilyRecorder(Campaign):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.families = []
+
+    def _materialize_family(self, spec):
+        cases = super()._materialize_family(spec)
+        if self.state.target is None:  # (fuzzing, not shrinking)
+            self.families.append(cases)
+        return cases
+
+
+def test_a_family_holds_at_most_pack_elements_data_elements_and_the_summary_counts_families(tmp_path):
+    """`pack_elements` bounds a family's data in all (one member may exceed it alone), `pack` its
+    members; summary.json counts the families (Hypothesis examples) beside the cases."""
+    camp = FamilyRecorder(config(tmp_path / "c", ["packing.member_wrong"], max_cases=400, pack=8, pack_elements=24,
+                                 minimize=False), write_report=False)
+    summary = camp.run()
+    sizes = [(len(f), f[0].inputs["x"].size) for f in camp.families]
+    assert all(m <= 8 and (m * n <= 24 or m == 1) for m, n in sizes), sizes
+    assert {m for m, _ in sizes} >= {1, 8} and any(1 < m < 8 for m, _ in sizes)  # every kind of family
+    assert summary["families"] == len(camp.families)
+    assert summary["cases_run"] == sum(m for m, _ in sizes) == 400
+
+
+def test_a_campaign_stored_before_pack_elements_resumes_with_the_budget_it_ran_with(tmp_path):
+    from fuzz.campaign import DEFAULT_PACK_ELEMENTS, LEGACY_PACK_ELEMENTS
+    from fuzz.cli import _resumed_config
+
+    stored = config(tmp_path / "c", ["packing.member_wrong"], pack=16).to_dict()
+    assert _resumed_config(stored, str(tmp_path / "c")).pack_elements == DEFAULT_PACK_ELEMENTS
+    del stored["pack_elements"]
+    assert _resumed_config(stored, str(tmp_path / "c")).pack_elements == LEGACY_PACK_ELEMENTS != DEFAULT_PACK_ELEMENTS
+
+
 def test_minimization_runs_unpacked(tmp_path):
     """A new bucket from a packed family is shrunk one case at a time: its minimal reproducer is
     a single case, as small as the bucket allows."""
