@@ -18,6 +18,9 @@ float32, the three framework runners, every regime but "long", cases of at most 
     cases/s      cases run per second of fuzzing (startup excluded), as in throughput.py
     families/s   Hypothesis examples evaluated per second (summary.json `totals.families`): the rate
                  of new signatures, which a larger family must not give up for more cases of a few
+    elems/case   mean data elements of the cases run (`totals.elements / totals.cases_run`): an element
+                 budget gives a small case more members than a larger one, which moves the campaign's
+                 case mix toward small cases (cheaper per case), so part of a cases/s gain is that mix
 
 Each (op, configuration) runs once per seed (`--seeds`); the table shows the mean over seeds and
 the ratio of each configuration's means to the first configuration's (the old default 64:262144 by
@@ -77,11 +80,12 @@ def run_one(op: str, pack: int, elements: int, seed: int, budget: float, cpu: in
     finally:
         shutil.rmtree(out, ignore_errors=True)
     fuzz = totals["seconds"] - (totals.get("startup_seconds") or 0.0)
-    fam = totals.get("families")
-    if fam is None:
-        raise RuntimeError("summary.json has no totals.families: this normfuzz does not count families")
+    fam, elems = totals.get("families"), totals.get("elements")
+    if fam is None or elems is None:
+        raise RuntimeError("summary.json has no totals.families or totals.elements: this normfuzz does not count them")
     return {"op": op, "pack": pack, "pack_elements": elements, "seed": seed, "cases": totals["cases_run"],
-            "families": fam, "fuzz_seconds": fuzz, "findings": totals.get("findings"),
+            "families": fam, "elements": elems, "fuzz_seconds": fuzz, "findings": totals.get("findings"),
+            "elements_per_case": elems / totals["cases_run"] if totals["cases_run"] else None,
             "cases_per_s": totals["cases_run"] / fuzz if fuzz > 0 else None,
             "families_per_s": fam / fuzz if fuzz > 0 else None}
 
@@ -96,12 +100,13 @@ def summarize(rows: Sequence[dict[str, Any]], configs: Sequence[tuple[int, int]]
         for k, e in configs:
             mine = [r for r in rows if r["op"] == op and (r["pack"], r["pack_elements"]) == (k, e)]
             if mine:
+                sizes = [r["elements_per_case"] for r in mine if r.get("elements_per_case") is not None]
                 means[(k, e)] = (mean(r["cases_per_s"] for r in mine), mean(r["families_per_s"] for r in mine),
-                                 len(mine))
+                                 len(mine), mean(sizes) if sizes else None)
         base = means.get(tuple(configs[0]))
-        for (k, e), (c, f, n) in means.items():
+        for (k, e), (c, f, n, size) in means.items():
             table.append({"op": op, "pack": k, "pack_elements": e, "runs": n, "cases_per_s": c,
-                          "families_per_s": f,
+                          "families_per_s": f, "elements_per_case": size,
                           "cases_ratio": c / base[0] if base and base[0] else None,
                           "families_ratio": f / base[1] if base and base[1] else None})
     return table
@@ -109,12 +114,13 @@ def summarize(rows: Sequence[dict[str, Any]], configs: Sequence[tuple[int, int]]
 
 def format_table(table: Sequence[dict[str, Any]]) -> str:
     lines = [f"{'op':<14} {'pack:elements':>14} {'runs':>4} {'cases/s':>9} {'families/s':>10} "
-             f"{'cases x':>8} {'families x':>10}"]
+             f"{'elems/case':>10} {'cases x':>8} {'families x':>10}"]
     for t in table:
         cr = "" if t["cases_ratio"] is None else f"{t['cases_ratio']:.2f}"
         fr = "" if t["families_ratio"] is None else f"{t['families_ratio']:.2f}"
+        size = "" if t.get("elements_per_case") is None else f"{t['elements_per_case']:.0f}"
         lines.append(f"{t['op']:<14} {t['pack']:>6}:{t['pack_elements']:<7} {t['runs']:>4} {t['cases_per_s']:>9.0f} "
-                     f"{t['families_per_s']:>10.1f} {cr:>8} {fr:>10}")
+                     f"{t['families_per_s']:>10.1f} {size:>10} {cr:>8} {fr:>10}")
     return "\n".join(lines)
 
 
@@ -156,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             free.append(cpu)
         print(f"  {row['op']:<14} {row['pack']:>4}:{row['pack_elements']:<7} seed {row['seed']}: "
               f"{row['cases_per_s']:.0f} cases/s, {row['families_per_s']:.1f} families/s, "
-              f"{row['findings']} findings", flush=True)
+              f"{row['elements_per_case']:.0f} elements/case, {row['findings']} findings", flush=True)
         return row
 
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:

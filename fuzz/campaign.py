@@ -37,6 +37,14 @@ from .runners import discover
 from .triage import Finding, bucket_key, judge
 
 EXAMPLES_PER_ROUND = 200
+
+
+def _data_elements(spec) -> int:
+    """Elements of a spec's data input (every step's, for training_steps)."""
+    from math import prod
+
+    return max(1, prod(spec.shape) * spec.steps)
+
 #: Cases per Hypothesis example (a family) and per packed framework call (`fuzz.packing`), at most.
 DEFAULT_PACK = 128
 #: A family's data elements in all, at most (fewer members for larger cases): `fuzz.packing`.
@@ -131,6 +139,7 @@ class _State:
     unconfirmed: int = 0          # packed-call findings that the member's solo run did not show
     packed_calls: int = 0
     families: int = 0             # Hypothesis examples evaluated (each a family of cases of one signature)
+    elements: int = 0             # data elements of the cases run (the size mix behind cases per second)
     startup_seconds: float = 0.0  # spent starting workers (excluded from throughput figures)
 
 
@@ -354,10 +363,7 @@ class Campaign:
         members, which is where packing pays; larger ones get fewer, so that an example of a
         larger shape stays cheap and the campaign keeps drawing new signatures (shapes, attributes,
         parameter kinds) at a steady rate (benchmarks/family_size.py)."""
-        from math import prod
-
-        n = max(1, prod(spec.shape) * spec.steps)
-        return max(1, min(self.cfg.pack, self.cfg.pack_elements // n))
+        return max(1, min(self.cfg.pack, self.cfg.pack_elements // _data_elements(spec)))
 
     def _evaluate_family(self, spec, members: list) -> tuple[dict[str, Verdict],
                                                              list[list[tuple[str, Any, Finding | None]]]]:
@@ -480,6 +486,7 @@ class Campaign:
             return
         st.cases += len(members)
         st.families += 1
+        st.elements += len(members) * _data_elements(spec)
         raise_for = None
         scores: dict[str, float] = {}
         agreed, results = self._evaluate_family(spec, members)
@@ -724,7 +731,7 @@ class Campaign:
         self.store.checkpoint_job(j, {"next_round": next_round, "cases": self.state.cases, "elapsed": self.elapsed(),
                                       "startup_seconds": self.state.startup_seconds,
                                       "packed_calls": self.state.packed_calls, "unconfirmed": self.state.unconfirmed,
-                                      "families": self.state.families,
+                                      "families": self.state.families, "elements": self.state.elements,
                                       "unavailable": dict(self.unavailable)})
 
 
@@ -791,6 +798,7 @@ class Campaign:
         st.startup_seconds = max([float(v.get("startup_seconds", 0.0)) for v in vals] or [0.0])
         st.packed_calls = sum(int(v.get("packed_calls", 0)) for v in vals)
         st.families = sum(int(v.get("families", 0)) for v in vals)
+        st.elements = sum(int(v.get("elements", 0)) for v in vals)
         st.unconfirmed = sum(int(v.get("unconfirmed", 0)) for v in vals)
         for v in vals:  # runners whose workers could not start in a job (the summary and report say so)
             u = v.get("unavailable")
@@ -830,6 +838,7 @@ class Campaign:
                                    "startup_seconds": self.state.startup_seconds, "jobs": self.cfg.jobs,
                                    "pack": self.cfg.pack, "pack_elements": self.cfg.pack_elements,
                                    "packed_calls": self.state.packed_calls, "families": self.state.families,
+                                   "elements": self.state.elements,
                                    "unconfirmed_packed_findings": self.state.unconfirmed},
                           cases_run=self.state.cases)
         summary = self.store.summary()

@@ -1367,6 +1367,8 @@ class Store:
             "jobs": int(extra.get("jobs", 1)) if isinstance(extra.get("jobs", 1), int) else 1,
             # Hypothesis examples this run of the campaign evaluated (families of one signature)
             "families": extra["families"] if isinstance(extra.get("families"), int) else None,
+            # data elements of the cases this run ran (elements / cases_run: the mean case size)
+            "elements": extra["elements"] if isinstance(extra.get("elements"), int) else None,
             "results": results,
             "findings": sum(by_category.values()),
             "findings_by_category": by_category,

@@ -127,6 +127,7 @@ def test_a_family_holds_at_most_pack_elements_data_elements_and_the_summary_coun
     assert all(m <= 8 and (m * n <= 24 or m == 1) for m, n in sizes), sizes
     assert {m for m, _ in sizes} >= {1, 8} and any(1 < m < 8 for m, _ in sizes)  # every kind of family
     assert summary["families"] == len(camp.families)
+    assert summary["elements"] == sum(m * n for m, n in sizes)
     assert summary["cases_run"] == sum(m for m, _ in sizes) == 400
 
 
