@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +43,7 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from throughput import (DTYPE, MODES, SIZES, _usable_cpus, bench_regimes, bench_runners,  # noqa: E402
-                        normfuzz_cmd, run_monitored)
+                        normfuzz_cmd, run_campaign)
 
 DEFAULT_CONFIGS = ((64, 262144), (128, 16384), (256, 16384), (128, 32768))
 DEFAULT_OPS = tuple(MODES)
@@ -71,14 +70,7 @@ def run_one(op: str, pack: int, elements: int, seed: int, budget: float, cpu: in
                             "--regimes", ",".join(bench_regimes()), "--no-minimize", "--no-report", "--quiet",
                             "--seed", str(seed), "--jobs", "1", "--pack", str(pack), "--pack-elements", str(elements),
                             "--max-elements", str(SIZES["small"]["max_elements"])]
-    try:
-        res = run_monitored(cmd, cpus=None if cpu is None else [cpu], timeout=budget + 900)
-        if res["rc"] not in (0, 1):
-            raise RuntimeError(f"{' '.join(cmd)} exited with {res['rc']}:\n{(res['stderr'] or '')[-2000:]}")
-        with open(Path(out) / "summary.json") as f:
-            totals = json.load(f)["totals"]
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    _, totals = run_campaign(cmd, out, cpus=None if cpu is None else [cpu], timeout=budget + 900)
     fuzz = totals["seconds"] - (totals.get("startup_seconds") or 0.0)
     fam, elems = totals.get("families"), totals.get("elements")
     if fam is None or elems is None:

@@ -717,6 +717,22 @@ def campaign_flags() -> set[str]:
     return {f for f in ("--jobs", "--pack", "--max-elements", "--min-elements") if f in out.stdout}
 
 
+def run_campaign(cmd: Sequence[str], out: str, *, cpus: Sequence[int] | None, timeout: float,
+                 **monitor: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run a `normfuzz campaign` command that writes into `out` (removed afterwards), monitored as
+    `run_monitored` does; return (its result, the summary's totals). RuntimeError when the campaign
+    fails (exit status other than 0 or 1)."""
+    try:
+        res = run_monitored(cmd, cpus=cpus, timeout=timeout, **monitor)
+        if res["rc"] not in (0, 1):
+            raise RuntimeError(f"{' '.join(cmd)} exited with {res['rc']}:\n{(res['stderr'] or '')[-2000:]}")
+        with open(Path(out) / "summary.json") as f:
+            totals = json.load(f)["totals"]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return res, totals
+
+
 def campaign_throughput(op: str, size: str, *, budget: float, seed: int = 0, jobs: int = 1,
                         cpus: Sequence[int] | None = None, pack: int | None = None,
                         runner_ids: Sequence[str] | None = None, flags: set[str] | None = None,
@@ -757,15 +773,7 @@ def campaign_throughput(op: str, size: str, *, budget: float, seed: int = 0, job
             cmd += ["--min-elements", str(lo)]
         else:
             notes.append("normfuzz campaign has no --min-elements: cases of any size up to the maximum")
-    try:
-        res = run_monitored(cmd, cpus=cpus, timeout=budget + 900)
-        if res["rc"] not in (0, 1):
-            tail = (res["stderr"] or "")[-2000:]
-            raise RuntimeError(f"{' '.join(cmd)} exited with {res['rc']}:\n{tail}")
-        with open(Path(out) / "summary.json") as f:
-            totals = json.load(f)["totals"]
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    res, totals = run_campaign(cmd, out, cpus=cpus, timeout=budget + 900)
     startup = totals.get("startup_seconds")
     if startup is None:
         notes.append("startup included (summary.json has no totals.startup_seconds)")
@@ -1024,14 +1032,8 @@ def memory_soak(duration: float, *, seed: int, samples_path: str, ops: Sequence[
     if ops:
         cmd += ["--ops", ",".join(ops)]
     _log(f"memory soak: {' '.join(cmd)}")
-    try:
-        res = run_monitored(cmd, cpus=None, timeout=duration + 1800, interval=SOAK_INTERVAL, keep_samples=True)
-        if res["rc"] not in (0, 1):
-            raise RuntimeError(f"{' '.join(cmd)} exited with {res['rc']}:\n{(res['stderr'] or '')[-2000:]}")
-        with open(Path(out) / "summary.json") as f:
-            totals = json.load(f)["totals"]
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    res, totals = run_campaign(cmd, out, cpus=None, timeout=duration + 1800, interval=SOAK_INTERVAL,
+                               keep_samples=True)
     samples = res["samples"]
     Path(samples_path).parent.mkdir(parents=True, exist_ok=True)
     with open(samples_path, "w") as f:

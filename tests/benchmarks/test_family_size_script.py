@@ -3,24 +3,16 @@ mean over seeds with ratios to the first configuration. No timing assertions."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-pytest.importorskip("torch")
+from tests.benchmarks._scripts import load
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "family_size.py"
+pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
 def fam():
-    spec = importlib.util.spec_from_file_location("normfuzz_bench_family_size", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load("family_size")
 
 
 def test_configurations_parse_and_refuse(fam):

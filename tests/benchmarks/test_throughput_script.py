@@ -7,29 +7,22 @@ mismatch counts would be meaningless).
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.benchmarks._scripts import load
 
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("normfuzz_bench_throughput", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclass/annotation lookups need the module registered
-    spec.loader.exec_module(mod)
-    return mod
+    return load("throughput")
 
 
 @pytest.mark.timeout(60)

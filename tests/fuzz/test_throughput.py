@@ -82,13 +82,17 @@ def test_packed_findings_are_exactly_the_wrong_members(tmp_path):
 
 
 class CaseRecorder(Campaign):
+    """Keeps every case drawn (`cases`) and, while fuzzing (not shrinking), every family."""
+
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.cases = []
+        self.cases, self.families = [], []
 
     def _materialize_family(self, spec):
         cases = super()._materialize_family(spec)
         self.cases.extend(cases)
+        if self.state.target is None:
+            self.families.append(cases)
         return cases
 
 
@@ -105,22 +109,10 @@ def test_packed_campaigns_are_deterministic(tmp_path):
     assert runs[0] == runs[1] and runs[0][1] and runs[0][2] > 0
 
 
-class FamilyRecorder(Campaign):
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.families = []
-
-    def _materialize_family(self, spec):
-        cases = super()._materialize_family(spec)
-        if self.state.target is None:  # (fuzzing, not shrinking)
-            self.families.append(cases)
-        return cases
-
-
 def test_a_family_holds_at_most_pack_elements_data_elements_and_the_summary_counts_families(tmp_path):
     """`pack_elements` bounds a family's data in all (one member may exceed it alone), `pack` its
     members; summary.json counts the families (Hypothesis examples) beside the cases."""
-    camp = FamilyRecorder(config(tmp_path / "c", ["packing.member_wrong"], max_cases=400, pack=8, pack_elements=24,
+    camp = CaseRecorder(config(tmp_path / "c", ["packing.member_wrong"], max_cases=400, pack=8, pack_elements=24,
                                  minimize=False), write_report=False)
     summary = camp.run()
     sizes = [(len(f), f[0].inputs["x"].size) for f in camp.families]
