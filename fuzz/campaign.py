@@ -46,9 +46,11 @@ def _data_elements(spec) -> int:
     return max(1, prod(spec.shape) * spec.steps)
 
 #: Cases per Hypothesis example (a family) and per packed framework call (`fuzz.packing`), at most.
-DEFAULT_PACK = 128
+DEFAULT_PACK = 64
 #: A family's data elements in all, at most (fewer members for larger cases): `fuzz.packing`.
 DEFAULT_PACK_ELEMENTS = PACK_ELEMENTS
+#: (`LEGACY_PACK_ELEMENTS` below is the same number today; it stays what the old campaigns ran with
+#: if the default changes.)
 #: The element budget of campaigns stored before it was an option (they are resumed with it).
 LEGACY_PACK_ELEMENTS = 1 << 18
 
@@ -359,10 +361,11 @@ class Campaign:
         configuration only, so that replaying an example (shrinking) replays the same family.
 
         Why a budget in elements: a family costs a fixed part (the example, a framework call per
-        runner, the oracle's per-call overhead) and a part per element. Small cases get many
-        members, which is where packing pays; larger ones get fewer, so that an example of a
-        larger shape stays cheap and the campaign keeps drawing new signatures (shapes, attributes,
-        parameter kinds) at a steady rate (benchmarks/family_size.py)."""
+        runner, the oracle's per-call overhead) and a part per element. A budget below `pack`
+        times the largest case gives larger cases fewer members: examples of larger shapes get
+        cheaper, so the campaign draws new signatures (shapes, attributes, parameter kinds)
+        faster, but it also runs fewer cases of those shapes, which moves its case mix toward
+        small cases (benchmarks/family_size.py measures the three effects)."""
         return max(1, min(self.cfg.pack, self.cfg.pack_elements // _data_elements(spec)))
 
     def _evaluate_family(self, spec, members: list) -> tuple[dict[str, Verdict],

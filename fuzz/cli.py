@@ -260,8 +260,8 @@ def _configure_campaign(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-DEFAULT_PACK = 128  # fuzz.campaign.DEFAULT_PACK (not imported: the parser must not import numpy)
-DEFAULT_PACK_ELEMENTS = 1 << 14  # fuzz.campaign.DEFAULT_PACK_ELEMENTS
+DEFAULT_PACK = 64  # fuzz.campaign.DEFAULT_PACK (not imported: the parser must not import numpy)
+DEFAULT_PACK_ELEMENTS = 1 << 18  # fuzz.campaign.DEFAULT_PACK_ELEMENTS
 
 
 def _cores() -> int:

@@ -47,10 +47,11 @@ import numpy as np
 from .case import Case
 
 #: The most elements of a packed call's data input by default (a campaign's `--pack-elements`):
-#: beyond this a call is long enough that its fixed costs (IPC, dispatch, tracing, the oracle's
-#: per-call overhead) no longer matter, and each Hypothesis example costs more for nothing but
-#: more cases of one signature (benchmarks/family_size.py measures cases and signatures per second).
-PACK_ELEMENTS = 1 << 14
+#: 64 cases of the largest default case (4,096 elements), so that with the default `--pack 64`
+#: every case up to that size comes 64 to a family and the family size does not move the
+#: campaign's mix of case sizes. A smaller budget trades data draws of larger shapes for more
+#: signatures per second (benchmarks/family_size.py measures both and the mean case size).
+PACK_ELEMENTS = 1 << 18
 
 _CHANNEL_OPS = ("batch_norm", "instance_norm", "group_norm")
 _BATCH_OPS = ("layer_norm", "rms_norm")

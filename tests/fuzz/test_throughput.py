@@ -127,10 +127,10 @@ def test_a_campaign_stored_before_pack_elements_resumes_with_the_budget_it_ran_w
     from fuzz.campaign import DEFAULT_PACK_ELEMENTS, LEGACY_PACK_ELEMENTS
     from fuzz.cli import _resumed_config
 
-    stored = config(tmp_path / "c", ["packing.member_wrong"], pack=16).to_dict()
-    assert _resumed_config(stored, str(tmp_path / "c")).pack_elements == DEFAULT_PACK_ELEMENTS
+    stored = config(tmp_path / "c", ["packing.member_wrong"], pack=16, pack_elements=1000).to_dict()
+    assert _resumed_config(stored, str(tmp_path / "c")).pack_elements == 1000 != DEFAULT_PACK_ELEMENTS
     del stored["pack_elements"]
-    assert _resumed_config(stored, str(tmp_path / "c")).pack_elements == LEGACY_PACK_ELEMENTS != DEFAULT_PACK_ELEMENTS
+    assert _resumed_config(stored, str(tmp_path / "c")).pack_elements == LEGACY_PACK_ELEMENTS == 1 << 18
 
 
 def test_minimization_runs_unpacked(tmp_path):
