@@ -37,6 +37,13 @@ from .runners import discover
 from .triage import Finding, bucket_key, judge
 
 EXAMPLES_PER_ROUND = 200
+#: Cases per Hypothesis example (a family) and per packed framework call (`fuzz.packing`), at most.
+DEFAULT_PACK = 64
+#: A family's data elements in all, at most (fewer members for larger cases): `fuzz.packing`.
+DEFAULT_PACK_ELEMENTS = PACK_ELEMENTS
+#: The element budget of campaigns stored before it was an option (they are resumed with it; the
+#: same number as the default today, and still theirs if the default changes).
+LEGACY_PACK_ELEMENTS = 1 << 18
 
 
 def _data_elements(spec) -> int:
@@ -44,15 +51,6 @@ def _data_elements(spec) -> int:
     from math import prod
 
     return max(1, prod(spec.shape) * spec.steps)
-
-#: Cases per Hypothesis example (a family) and per packed framework call (`fuzz.packing`), at most.
-DEFAULT_PACK = 64
-#: A family's data elements in all, at most (fewer members for larger cases): `fuzz.packing`.
-DEFAULT_PACK_ELEMENTS = PACK_ELEMENTS
-#: (`LEGACY_PACK_ELEMENTS` below is the same number today; it stays what the old campaigns ran with
-#: if the default changes.)
-#: The element budget of campaigns stored before it was an option (they are resumed with it).
-LEGACY_PACK_ELEMENTS = 1 << 18
 
 
 @dataclass

@@ -338,7 +338,7 @@ def _resumed_config(stored: object, out: str):
     if not isinstance(stored, dict):
         raise StoreError(f"the stored campaign configuration is a {type(stored).__name__}, not an object")
     kept = {k: v for k, v in stored.items() if k in hints and k != "out"}
-    if "pack" in kept and "pack_elements" not in stored:  # stored before --pack-elements existed
+    if "pack_elements" not in stored:  # stored before --pack-elements existed
         kept["pack_elements"] = LEGACY_PACK_ELEMENTS
     bad = [f"{k}={v!r}" for k, v in kept.items() if not fits(v, hints[k])]
     if bad:

@@ -72,9 +72,7 @@ def _variant_score(variant, case, outcome: Outcome, ref: Reference) -> float | N
     very nature is a NaN pattern (trigger regime nonfinite_in_one_set)."""
     import bugzoo
 
-    nan_nature = variant.trigger_regime == "nonfinite_in_one_set"
-    if not nan_nature and not any(np.isfinite(np.asarray(a, dtype=float)).any() for a in outcome.outputs.values()):
-        return None  # no finite value of the runner's: no evidence whatever the variant outputs
+    nan_nature = _nan_natured(variant)
     try:
         outs = variant.evaluate(case.mode, dict(case.inputs), dict(case.attrs), case.dtype)
     except (bugzoo.NotApplicable, OracleInputError):
@@ -96,13 +94,24 @@ def _variant_score(variant, case, outcome: Outcome, ref: Reference) -> float | N
     return worst
 
 
+def _nan_natured(variant) -> bool:
+    """Whether a variant's very nature is a NaN pattern (a coincidence of NaNs is evidence for it)."""
+    return variant.trigger_regime == "nonfinite_in_one_set"
+
+
 def closest_variant(case, outcome: Outcome, ref: Reference) -> tuple[str, float, str] | None:
-    """(name, score, what is wrong) of the closest bug-zoo variant, or None if none applies."""
+    """(name, score, what is wrong) of the closest bug-zoo variant, or None if none applies.
+
+    A runner output without a finite value holds no evidence for a variant that is not NaN-natured
+    (`_variant_score`), so only the NaN-natured ones are evaluated then."""
     import bugzoo
 
     best = None
+    finite = any(np.isfinite(np.asarray(a, dtype=float)).any() for a in outcome.outputs.values())
     with bugzoo.shared_references():  # (the variants' correct evaluations of the case, made once)
         for v in bugzoo.variants_for(case.op, case.mode, case.dtype):
+            if not finite and not _nan_natured(v):
+                continue
             s = _variant_score(v, case, outcome, ref)
             if s is not None and (best is None or s < best[1]):
                 best = (v.name, s, v.wrong)
