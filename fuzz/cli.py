@@ -20,6 +20,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from .importpath import import_path
+
 PROG = "normfuzz"
 
 EXIT_OK = 0
@@ -437,6 +439,9 @@ def _print_campaign_summary(summary: dict, out: str) -> None:
     for b in summary.get("bucket_list", []):
         w(f"  [{b['status']}] {bucket_id(b['key'])}  {b['op']}/{b['mode']} {b['runner']} {b['dtype']} "
           f"{b['category']} {b['signature']}  x{b['count']}\n")
+    for rid, why in sorted(summary.get("unavailable", {}).items()):  # it compared nothing: say why
+        lines = [ln.strip() for ln in str(why).splitlines() if ln.strip()]
+        w(f"unavailable: {rid} did not run ({lines[-1] if lines else 'no reason given'})\n")
     for warning in summary.get("warnings", []):
         w(f"warning: {warning}\n")
     w(f"summary: {os.path.join(out, 'summary.json')}\n")
@@ -679,8 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `normfuzz` with `argv` (default: `sys.argv[1:]`) and return the exit code."""
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # plug-in factories are found from the current folder, as with `python -m`
+    # Plug-in factories are found from the current folder, as with `python -m`, but behind normfuzz's
+    # own packages; the --jobs processes inherit this path.
+    sys.path[:] = import_path(sys.path, os.getcwd())
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

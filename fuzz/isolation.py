@@ -25,6 +25,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .importpath import import_path
 from .outcome import Outcome
 from .wire import PeerClosed, WireError, read_message, write_message
 
@@ -135,12 +136,13 @@ class Worker:
         # folder that only an atexit handler deletes (2,430 files in /tmp after a day of campaigns).
         self._tmp = tempfile.mkdtemp(prefix="normfuzz-worker-", dir=env.get("TMPDIR") or None)
         env["TMPDIR"] = self._tmp
-        cmd = [sys.executable, "-m", "fuzz.worker", "--spec", self.spec, "--runner", self.runner_id,
+        # -P: the current folder is not put first (`importpath`: it comes after normfuzz's packages).
+        cmd = [sys.executable, "-P", "-m", "fuzz.worker", "--spec", self.spec, "--runner", self.runner_id,
                "--fd-in", str(req_r), "--fd-out", str(rep_w), "--parent-pid", str(os.getpid())]
         if self.rlimit_mb:
             cmd += ["--memory-mb", str(self.rlimit_mb)]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = os.pathsep.join(import_path([p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p],
+                                                        os.getcwd()))
         self._exit_requested = False
         self._fds = (req_w, rep_r)
         try:

@@ -141,3 +141,15 @@ def test_the_campaign_parser_defaults_are_the_campaign_defaults():
     args = cli.build_parser().parse_args(["campaign", "--out", "x"])
     assert (args.pack, args.pack_elements) == (DEFAULT_PACK, DEFAULT_PACK_ELEMENTS)
     assert (CampaignConfig(out="x").pack, CampaignConfig(out="x").pack_elements) == (DEFAULT_PACK, DEFAULT_PACK_ELEMENTS)
+
+
+def test_a_campaign_says_which_runners_did_not_run_and_why(tmp_path, capsys):
+    """A runner whose worker cannot start compares nothing: the summary printed at the end names it
+    with the last line of its reason (the framework's error), not only summary.json."""
+    code, out, _ = run(capsys, "campaign", "--out", str(tmp_path / "run"), "--cases", "8", "--ops", "layer_norm",
+                       "--modes", "forward", "--dtypes", "float32", "--runner", "tests.fuzz.startup_runners:runners",
+                       "--runners", "startup.ln,startup.broken", "--no-report", "--quiet", "--jobs", "1")
+    assert code == cli.EXIT_OK, out
+    lines = [ln for ln in out.splitlines() if ln.startswith("unavailable:")]
+    assert len(lines) == 1 and lines[0].startswith("unavailable: startup.broken did not run (")
+    assert "no device" in lines[0]
