@@ -84,8 +84,17 @@ e2e/floor
     (target, large: <= 2). The JSON also holds the ratio over the first-pass floor.
 
 jobs2/jobs1
-    `normfuzz campaign --jobs 2` pinned to two cores over `--jobs 1` pinned to one core, small cases
-    (target: >= 1.7). n/a when normfuzz has no `--jobs` or fewer than two cores are available.
+    The speed-up of `normfuzz campaign --jobs 2` pinned to two cores over `--jobs 1` pinned to one
+    core *on the same cases*, small cases (target: >= 1.7): the `--jobs 2` campaign runs for the
+    budget and N cases; then a `--jobs 1` campaign runs those N cases (`--cases N`: the same seed, so
+    the same rounds, the ones the two jobs ran between them), and the ratio is its fuzzing time over
+    the `--jobs 2` one's (cases/s over cases/s). Both campaigns' findings are printed: equal work gives
+    (nearly) equal findings. The one-core campaign of the budget is not the comparison: its cases are
+    the first rounds only, and rounds differ in cost (a GroupNorm campaign's later rounds hold more
+    findings, each re-run alone, triaged and stored: 0.23 findings a case in its first 60 s, 0.33 over
+    the rounds two jobs reach in 60 s), so budget against budget compares different work. That ratio
+    is kept in the JSON as `jobs_scaling_budget`. n/a when normfuzz has no `--jobs` or fewer than two
+    cores are available.
 
 peak RSS (MiB)
     The largest sum of VmRSS (/proc/PID/status) over the process and all its descendants, polled every
@@ -736,9 +745,10 @@ def run_campaign(cmd: Sequence[str], out: str, *, cpus: Sequence[int] | None, ti
 def campaign_throughput(op: str, size: str, *, budget: float, seed: int = 0, jobs: int = 1,
                         cpus: Sequence[int] | None = None, pack: int | None = None,
                         runner_ids: Sequence[str] | None = None, flags: set[str] | None = None,
-                        workdir: str | None = None) -> dict[str, Any]:
-    """Run `normfuzz campaign` for `budget` seconds on `op` (MODES[op], float32, the three runners,
-    every regime but long) as a subprocess pinned to `cpus`; return its throughput.
+                        workdir: str | None = None, cases: int | None = None) -> dict[str, Any]:
+    """Run `normfuzz campaign` for `budget` seconds (or, with `cases`, for that many cases: `--cases`,
+    no budget) on `op` (MODES[op], float32, the three runners, every regime but long) as a subprocess
+    pinned to `cpus`; return its throughput.
 
     Returns {cmd, rc, cases_run, seconds, startup_seconds, startup_reported, cases_per_s,
     peak_rss_mib, findings, notes} or {na: reason} when this normfuzz lacks a flag the measurement
@@ -749,7 +759,8 @@ def campaign_throughput(op: str, size: str, *, budget: float, seed: int = 0, job
     ids = list(runner_ids) if runner_ids else bench_runners(op, mode)
     notes = []
     out = tempfile.mkdtemp(prefix=f"normfuzz-bench-{op}-{size}-j{jobs}-", dir=workdir)
-    cmd = normfuzz_cmd() + ["campaign", "--out", out, "--budget", f"{budget:g}s", "--ops", op, "--modes", mode,
+    limit = ["--cases", str(cases)] if cases is not None else ["--budget", f"{budget:g}s"]
+    cmd = normfuzz_cmd() + ["campaign", "--out", out, *limit, "--ops", op, "--modes", mode,
                             "--dtypes", DTYPE, "--runners", ",".join(ids), "--regimes", ",".join(bench_regimes()),
                             "--no-minimize", "--no-report", "--quiet", "--seed", str(seed)]
     if "--jobs" in flags:
@@ -773,7 +784,8 @@ def campaign_throughput(op: str, size: str, *, budget: float, seed: int = 0, job
             cmd += ["--min-elements", str(lo)]
         else:
             notes.append("normfuzz campaign has no --min-elements: cases of any size up to the maximum")
-    res, totals = run_campaign(cmd, out, cpus=cpus, timeout=budget + 900)
+    # (a --cases campaign on one core runs what two cores ran in the budget: allow for 3x)
+    res, totals = run_campaign(cmd, out, cpus=cpus, timeout=(budget if cases is None else 3 * budget) + 900)
     startup = totals.get("startup_seconds")
     if startup is None:
         notes.append("startup included (summary.json has no totals.startup_seconds)")
@@ -899,14 +911,24 @@ def bench_one(op: str, size: str, a, flags: set[str], cpus: list[int]) -> dict[s
             row["campaign_j2"] = _attempt(f"campaign --jobs 2 of {op} {size}", campaign_throughput, op, size,
                                           jobs=2, cpus=two, **common)
         _log(_campaign_line(row["campaign_j2"]))
+        n2 = row["campaign_j2"].get("cases_run")
+        if n2:
+            _log(f"[{op} {size}] normfuzz campaign --jobs 1 on the same {n2} cases (core {one[0]})")
+            row["campaign_j1_same"] = _attempt(f"campaign --jobs 1 of {op} {size} on --jobs 2's cases",
+                                               campaign_throughput, op, size, jobs=1, cpus=one, cases=n2, **common)
+        else:
+            row["campaign_j1_same"] = {"na": "n/a: no --jobs 2 campaign to compare with"}
+        _log(_campaign_line(row["campaign_j1_same"]))
     else:
         row["campaign_j2"] = {"na": "skipped (--skip-jobs)" if size == "small" else "n/a (small cases only)"}
+        row["campaign_j1_same"] = dict(row["campaign_j2"])
 
     nf = j1.get("cases_per_s")
     row["naive_speedup"] = _ratio(nf, row["naive"].get("cases_per_s"))
     row["e2e_over_floor"] = _ratio(_ratio(1.0, nf), floor.get("floor_warm_s"))
     row["e2e_over_floor_first"] = _ratio(_ratio(1.0, nf), floor.get("floor_s"))
-    row["jobs_scaling"] = _ratio(row["campaign_j2"].get("cases_per_s"), nf)
+    row["jobs_scaling"] = _ratio(row["campaign_j2"].get("cases_per_s"), row["campaign_j1_same"].get("cases_per_s"))
+    row["jobs_scaling_budget"] = _ratio(row["campaign_j2"].get("cases_per_s"), nf)
     row["verdicts"] = {
         "naive_speedup": _verdict(row["naive_speedup"], TARGETS["naive_speedup"], True) if size == "small" else None,
         "e2e_over_floor": _verdict(row["e2e_over_floor"], TARGETS["e2e_over_floor"], False) if size == "large" else None,
@@ -931,7 +953,7 @@ def _fmt(v: float | None, spec: str, verdict: str | None = None) -> str:
 def table(rows: list[dict]) -> str:
     """The final table: one line per (op, size)."""
     head = ("op", "size", "tf runner", "floor ms", "1st ms", "gen ms", "oracle ms", "nf c/s", "naive c/s",
-            "nf/naive", "e2e/floor", "j2 c/s", "j2/j1", "RSS nf MiB", "RSS naive")
+            "nf/naive", "e2e/floor", "j2 c/s", "j1 same c/s", "j2/j1", "RSS nf MiB", "RSS naive")
     lines = []
     for r in rows:
         v = r["verdicts"]
@@ -943,6 +965,7 @@ def table(rows: list[dict]) -> str:
                       _fmt(r["naive_speedup"], ".1f", v["naive_speedup"]),
                       _fmt(r["e2e_over_floor"], ".2f", v["e2e_over_floor"]),
                       _fmt(r["campaign_j2"].get("cases_per_s"), ".1f"),
+                      _fmt(r.get("campaign_j1_same", {}).get("cases_per_s"), ".1f"),
                       _fmt(r["jobs_scaling"], ".2f", v["jobs_scaling"]),
                       _fmt(r["campaign_j1"].get("peak_rss_mib"), ".0f"),
                       _fmt(r["naive"].get("peak_rss_mib"), ".0f")))
@@ -1001,10 +1024,10 @@ def run_benchmark(a) -> dict[str, Any]:
     targets = summarize_targets(rows)
     _log("")
     names = {"naive_speedup": "small normfuzz/naive (one core)", "e2e_over_floor": "large end-to-end/raw floor",
-             "jobs_scaling": "small jobs2 (2 cores) / jobs1 (1 core)"}
+             "jobs_scaling": "small jobs2 (2 cores) / jobs1 (1 core), same cases"}
     for key, t in targets.items():
         _log(f"target {names[key]} {t['target']}: worst {_fmt(t['worst'], '.2f')} -> {t['verdict'] or 'not measured'}")
-    notes = sorted({n for r in rows for c in (r["campaign_j1"], r["campaign_j2"]) for n in c.get("notes", ())})
+    notes = sorted({n for r in rows for c in (r["campaign_j1"], r["campaign_j2"], r.get("campaign_j1_same", {})) for n in c.get("notes", ())})
     for n in notes:
         _log(f"note: {n}")
     if any(r["size"] == "large" for r in rows):

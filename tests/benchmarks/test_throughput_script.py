@@ -85,3 +85,33 @@ def test_bench_runners_uses_keras_for_rms_norm(bench):
 def test_tree_rss_counts_this_process(bench):
     rss, n = bench.tree_rss(os.getpid())
     assert n >= 1 and rss > 10 * 2**20  # this interpreter with numpy alone holds more than 10 MiB
+
+
+@pytest.mark.timeout(300)
+def test_a_campaign_of_a_given_number_of_cases_runs_exactly_those(bench, tmp_path):
+    r = bench.campaign_throughput("layer_norm", "small", budget=30, cases=40, runner_ids=["torch.functional"],
+                                  workdir=str(tmp_path))
+    assert r["cases_run"] == 40 and r["cases_per_s"] > 0
+    assert "--cases 40" in r["cmd"] and "--budget" not in r["cmd"]
+
+
+def test_jobs_scaling_compares_two_cores_with_one_core_on_the_same_cases(bench, monkeypatch):
+    """The --jobs 2 campaign runs for the budget; the one-core campaign it is compared with runs the
+    same number of cases (so the same rounds), not the budget; the budget-against-budget ratio is
+    kept apart."""
+    calls = []
+
+    def fake_campaign(op, size, *, jobs, cpus, cases=None, **kw):
+        calls.append((jobs, tuple(cpus), cases))
+        cps = {(1, None): 500.0, (2, None): 800.0, (1, 3000): 400.0}[(jobs, cases)]
+        n = cases if cases is not None else int(cps * kw["budget"])
+        return {"cases_per_s": cps, "cases_run": n, "seconds": n / cps, "startup_seconds": 0.0, "findings": 0,
+                "peak_rss_mib": 1.0, "notes": []}
+
+    monkeypatch.setattr(bench, "campaign_throughput", fake_campaign)
+    monkeypatch.setattr(bench, "floor_subprocess", lambda *a, **k: {"na": "skipped"})
+    a = bench.parse_args(["--ops", "layer_norm", "--sizes", "small", "--budget", "3.75", "--skip-naive"])
+    row = bench.bench_one("layer_norm", "small", a, {"--jobs", "--pack", "--max-elements", "--min-elements"}, [0, 1])
+    assert calls == [(1, (0,), None), (2, (0, 1), None), (1, (0,), 3000)]
+    assert row["jobs_scaling"] == pytest.approx(2.0) and row["jobs_scaling_budget"] == pytest.approx(1.6)
+    assert row["verdicts"]["jobs_scaling"] == "PASS"
