@@ -805,7 +805,7 @@ class Campaign:
             u = v.get("unavailable")
             if isinstance(u, dict):
                 self.unavailable.update({str(k): str(why) for k, why in u.items()})
-        st.findings = self.store.summary()["findings"]
+        st.findings = self.store.finding_count()
         st.seen = set(self.store.bucket_keys())
         self.store.checkpoint_job(None, totals={"round": -1, "jobs_n": self.cfg.jobs, "cases": st.cases,
                                                 "elapsed": self.elapsed()})

@@ -1264,6 +1264,11 @@ class Store:
         rows = self._rows("read a bucket", f"SELECT {', '.join(_BUCKET_COLUMNS)} FROM buckets WHERE key = ?", (key,))
         return dict(zip(_BUCKET_COLUMNS, rows[0])) if rows else None
 
+    def finding_count(self) -> int:
+        """How many findings are stored (`summary()["findings"]` without its per-category scan of
+        the findings table: counted on the bucket index, for progress polled twice a second)."""
+        return int(self._rows("count findings", "SELECT count(*) FROM findings")[0][0])
+
     def bucket_keys(self) -> list[str]:
         """Every bucket key, sorted."""
         return [r[0] for r in self._rows("read bucket keys", "SELECT key FROM buckets ORDER BY key")]

@@ -409,7 +409,9 @@ def test_summary_and_summary_json(tmp_path):
         s.checkpoint({"next": 42}, cases_run=42)
         s.finish("finished")
         summary = s.summary()
+        count = s.finding_count()
         path = s.export_summary_json()
+    assert count == summary["findings"] == 3  # (the count a --jobs parent polls)
     assert summary["cases_run"] == 42 and summary["status"] == "finished"
     assert summary["cases_per_second"] == pytest.approx(42 / summary["seconds"])
     assert summary["results"] == {"accuracy": 2, "pass": 40}
