@@ -85,16 +85,21 @@ e2e/floor
 
 jobs2/jobs1
     The speed-up of `normfuzz campaign --jobs 2` pinned to two cores over `--jobs 1` pinned to one
-    core *on the same cases*, small cases (target: >= 1.7): the `--jobs 2` campaign runs for the
-    budget and N cases; then a `--jobs 1` campaign runs those N cases (`--cases N`: the same seed, so
-    the same rounds, the ones the two jobs ran between them), and the ratio is its fuzzing time over
-    the `--jobs 2` one's (cases/s over cases/s). Both campaigns' findings are printed: equal work gives
-    (nearly) equal findings. The one-core campaign of the budget is not the comparison: its cases are
-    the first rounds only, and rounds differ in cost (a GroupNorm campaign's later rounds hold more
-    findings, each re-run alone, triaged and stored: 0.23 findings a case in its first 60 s, 0.33 over
-    the rounds two jobs reach in 60 s), so budget against budget compares different work. That ratio
-    is kept in the JSON as `jobs_scaling_budget`. n/a when normfuzz has no `--jobs` or fewer than two
-    cores are available.
+    core *on equal work*, small cases (target: >= 1.7). A campaign's work comes in rounds (200
+    Hypothesis examples each, seeded by the round number, so round r runs the same cases whichever
+    job runs it), and rounds differ in cost by up to ~10x: one that enters Hypothesis's targeting
+    phase hill-climbs (an RMSNorm campaign: 7 rounds in 265 s, 40 s on average, 17,873 of 19,081 draws
+    overrunning), one whose cases are findings re-runs, triages and stores each. Comparing throughput
+    over a budget therefore compares different rounds: with the same 60 s, one core runs the first
+    rounds and two jobs about twice as many (RMSNorm: 1.47), and the same case count is no better
+    (2.91: the two jobs' budget cut a slow round short that one core had to run through). So: the `--jobs 2` campaign runs for the budget; a `--jobs 1` campaign then runs as many
+    cases (`--cases N`); each campaign's summary.json lists its rounds (totals.rounds: fuzzing seconds,
+    cases, ran to its end); over the rounds both ran to their end with the same cases,
+    jobs2/jobs1 = 2 x (one core's seconds) / (the two jobs' seconds), each job having run its rounds
+    while the other ran its own. The JSON keeps the two throughput ratios as well:
+    `jobs_scaling_cases` (cases/s of the two campaigns of N cases) and `jobs_scaling_budget` (cases/s of
+    the two campaigns of the budget). n/a when normfuzz has no `--jobs`, reports no rounds, or fewer
+    than two cores are available.
 
 peak RSS (MiB)
     The largest sum of VmRSS (/proc/PID/status) over the process and all its descendants, polled every
@@ -794,7 +799,23 @@ def campaign_throughput(op: str, size: str, *, budget: float, seed: int = 0, job
             "cases_run": totals["cases_run"], "seconds": totals["seconds"], "startup_seconds": startup or 0.0,
             "startup_reported": startup is not None,
             "cases_per_s": totals["cases_run"] / fuzzing if fuzzing > 0 else None,
-            "peak_rss_mib": _mib(res["peak_rss"]), "findings": totals.get("findings"), "notes": notes}
+            "peak_rss_mib": _mib(res["peak_rss"]), "findings": totals.get("findings"),
+            "rounds": totals.get("rounds"), "notes": notes}
+
+
+def round_scaling(one: dict | None, many: dict | None, jobs: int = 2) -> dict[str, Any]:
+    """`jobs` cores against one on equal work: over the rounds both campaigns ran to their end with
+    the same number of cases (summary.json totals.rounds: round -> [fuzzing seconds, cases,
+    complete]; the same seed gives a round the same cases whatever --jobs runs it), the
+    speed-up is jobs * (one core's seconds) / (the jobs' seconds): each of the `jobs` jobs ran its
+    rounds while the others ran theirs. Returns {scaling, rounds, cases, seconds_one, seconds_many}
+    ({scaling: None, ...} when no round compares)."""
+    common = sorted((k for k in (one or {}) if k in (many or {}) and one[k][2] and many[k][2]
+                     and one[k][1] == many[k][1]), key=int)
+    t1 = sum(float(one[k][0]) for k in common)
+    tn = sum(float(many[k][0]) for k in common)
+    return {"scaling": jobs * t1 / tn if common and tn > 0 else None, "rounds": len(common),
+            "cases": sum(int(one[k][1]) for k in common), "seconds_one": t1, "seconds_many": tn}
 
 
 # ==================================================================================================
@@ -927,8 +948,15 @@ def bench_one(op: str, size: str, a, flags: set[str], cpus: list[int]) -> dict[s
     row["naive_speedup"] = _ratio(nf, row["naive"].get("cases_per_s"))
     row["e2e_over_floor"] = _ratio(_ratio(1.0, nf), floor.get("floor_warm_s"))
     row["e2e_over_floor_first"] = _ratio(_ratio(1.0, nf), floor.get("floor_s"))
-    row["jobs_scaling"] = _ratio(row["campaign_j2"].get("cases_per_s"), row["campaign_j1_same"].get("cases_per_s"))
+    rs = row["jobs_rounds"] = round_scaling(row["campaign_j1_same"].get("rounds"), row["campaign_j2"].get("rounds"))
+    row["jobs_scaling"] = rs["scaling"]
+    row["jobs_scaling_cases"] = _ratio(row["campaign_j2"].get("cases_per_s"), row["campaign_j1_same"].get("cases_per_s"))
     row["jobs_scaling_budget"] = _ratio(row["campaign_j2"].get("cases_per_s"), nf)
+    if rs["rounds"]:
+        _log(f"    --jobs 2 over --jobs 1 on {rs['rounds']} equal rounds ({rs['cases']} cases): "
+             f"{rs['seconds_one']:.1f} s on one core, {rs['seconds_many']:.1f} s in the two jobs -> "
+             f"{_fmt(rs['scaling'], '.2f')}; cases/s over cases/s {_fmt(row['jobs_scaling_cases'], '.2f')} "
+             f"(same case count), {_fmt(row['jobs_scaling_budget'], '.2f')} (same budget)")
     row["verdicts"] = {
         "naive_speedup": _verdict(row["naive_speedup"], TARGETS["naive_speedup"], True) if size == "small" else None,
         "e2e_over_floor": _verdict(row["e2e_over_floor"], TARGETS["e2e_over_floor"], False) if size == "large" else None,
@@ -1024,7 +1052,7 @@ def run_benchmark(a) -> dict[str, Any]:
     targets = summarize_targets(rows)
     _log("")
     names = {"naive_speedup": "small normfuzz/naive (one core)", "e2e_over_floor": "large end-to-end/raw floor",
-             "jobs_scaling": "small jobs2 (2 cores) / jobs1 (1 core), same cases"}
+             "jobs_scaling": "small jobs2 (2 cores) / jobs1 (1 core), equal rounds"}
     for key, t in targets.items():
         _log(f"target {names[key]} {t['target']}: worst {_fmt(t['worst'], '.2f')} -> {t['verdict'] or 'not measured'}")
     notes = sorted({n for r in rows for c in (r["campaign_j1"], r["campaign_j2"], r.get("campaign_j1_same", {})) for n in c.get("notes", ())})

@@ -141,6 +141,9 @@ class _State:
     families: int = 0             # Hypothesis examples evaluated (each a family of cases of one signature)
     elements: int = 0             # data elements of the cases run (the size mix behind cases per second)
     startup_seconds: float = 0.0  # spent starting workers (excluded from throughput figures)
+    # round -> [fuzzing seconds, cases, complete]: this run's rounds (`_timed_round`); a round is
+    # complete when it ran to its end, not cut by the budget, the case limit or Ctrl-C
+    rounds: dict[str, list] = field(default_factory=dict)
 
 
 class _Refs:
@@ -579,6 +582,20 @@ class Campaign:
 
     # ------------------------------------------------------------------ rounds
 
+    def _timed_round(self, r: int) -> None:
+        """`_round(r)`, noting its fuzzing seconds (start-up of lazily started workers excluded) and
+        cases in `state.rounds`. The same seed gives round r the same cases whatever `--jobs` runs
+        it, so the per-round times compare one core with several on equal work
+        (benchmarks/throughput.py)."""
+        st = self.state
+        t0, c0, s0 = time.perf_counter(), st.cases, st.startup_seconds
+        entry = st.rounds[str(r)] = [0.0, 0, False]
+        try:
+            self._round(r)
+        finally:
+            entry[:2] = [time.perf_counter() - t0 - (st.startup_seconds - s0), st.cases - c0]
+        entry[2] = not self._out_of_budget()
+
     def _round(self, r: int) -> None:
         from hypothesis import HealthCheck, Phase, given, seed, settings
         from hypothesis import strategies as hst
@@ -674,7 +691,7 @@ class Campaign:
         try:
             self._start_all_workers()
             while not self._out_of_budget():
-                self._round(r)
+                self._timed_round(r)
                 self._maybe_flush(force=True)
                 self.store.checkpoint({"round": r, "cases": self.state.cases, "elapsed": self.elapsed()},
                                       cases_run=self.state.cases)
@@ -711,7 +728,7 @@ class Campaign:
         try:
             self._start_all_workers()
             while not self._out_of_budget():
-                self._round(r)
+                self._timed_round(r)
                 self._maybe_flush(force=True)
                 r += n
                 self._job_checkpoint(r)
@@ -733,7 +750,7 @@ class Campaign:
                                       "startup_seconds": self.state.startup_seconds,
                                       "packed_calls": self.state.packed_calls, "unconfirmed": self.state.unconfirmed,
                                       "families": self.state.families, "elements": self.state.elements,
-                                      "unavailable": dict(self.unavailable)})
+                                      "unavailable": dict(self.unavailable), "rounds": self.state.rounds})
 
 
     def _run_jobs(self) -> dict[str, Any]:
@@ -805,6 +822,8 @@ class Campaign:
             u = v.get("unavailable")
             if isinstance(u, dict):
                 self.unavailable.update({str(k): str(why) for k, why in u.items()})
+            if isinstance(v.get("rounds"), dict):  # (each job runs its own rounds)
+                st.rounds.update(v["rounds"])
         st.findings = self.store.finding_count()
         st.seen = set(self.store.bucket_keys())
         self.store.checkpoint_job(None, totals={"round": -1, "jobs_n": self.cfg.jobs, "cases": st.cases,
@@ -839,7 +858,7 @@ class Campaign:
                                    "startup_seconds": self.state.startup_seconds, "jobs": self.cfg.jobs,
                                    "pack": self.cfg.pack, "pack_elements": self.cfg.pack_elements,
                                    "packed_calls": self.state.packed_calls, "families": self.state.families,
-                                   "elements": self.state.elements,
+                                   "elements": self.state.elements, "rounds": self.state.rounds,
                                    "unconfirmed_packed_findings": self.state.unconfirmed},
                           cases_run=self.state.cases)
         summary = self.store.summary()

@@ -1374,6 +1374,8 @@ class Store:
             "families": extra["families"] if isinstance(extra.get("families"), int) else None,
             # data elements of the cases this run ran (elements / cases_run: the mean case size)
             "elements": extra["elements"] if isinstance(extra.get("elements"), int) else None,
+            # round -> [fuzzing seconds, cases, complete] of the rounds this run ran (`Campaign._timed_round`)
+            "rounds": extra["rounds"] if isinstance(extra.get("rounds"), dict) else None,
             "results": results,
             "findings": sum(by_category.values()),
             "findings_by_category": by_category,

@@ -95,23 +95,37 @@ def test_a_campaign_of_a_given_number_of_cases_runs_exactly_those(bench, tmp_pat
     assert "--cases 40" in r["cmd"] and "--budget" not in r["cmd"]
 
 
-def test_jobs_scaling_compares_two_cores_with_one_core_on_the_same_cases(bench, monkeypatch):
-    """The --jobs 2 campaign runs for the budget; the one-core campaign it is compared with runs the
-    same number of cases (so the same rounds), not the budget; the budget-against-budget ratio is
-    kept apart."""
+def test_jobs_scaling_compares_two_cores_with_one_core_on_the_same_rounds(bench, monkeypatch):
+    """The --jobs 2 campaign runs for the budget; the one-core campaign it is compared with runs as
+    many cases; the ratio is taken over the rounds both ran to their end with the same cases
+    (round 3: cut by the budget; round 4: other cases; round 5: the one core never got there). The
+    throughput ratios are kept apart."""
     calls = []
+    rounds = {(2, None): {"0": [1.0, 100, True], "1": [2.0, 100, True], "2": [3.0, 300, True], "3": [9.0, 50, False],
+                          "4": [1.0, 70, True], "5": [1.0, 10, True]},
+              (1, 3000): {"0": [0.5, 100, True], "1": [1.0, 100, True], "2": [1.25, 300, True], "3": [7.0, 90, True],
+                          "4": [1.0, 80, True]},
+              (1, None): {"0": [0.5, 100, True], "1": [0.5, 10, False]}}
 
     def fake_campaign(op, size, *, jobs, cpus, cases=None, **kw):
         calls.append((jobs, tuple(cpus), cases))
         cps = {(1, None): 500.0, (2, None): 800.0, (1, 3000): 400.0}[(jobs, cases)]
         n = cases if cases is not None else int(cps * kw["budget"])
         return {"cases_per_s": cps, "cases_run": n, "seconds": n / cps, "startup_seconds": 0.0, "findings": 0,
-                "peak_rss_mib": 1.0, "notes": []}
+                "peak_rss_mib": 1.0, "notes": [], "rounds": rounds[(jobs, cases)]}
 
     monkeypatch.setattr(bench, "campaign_throughput", fake_campaign)
     monkeypatch.setattr(bench, "floor_subprocess", lambda *a, **k: {"na": "skipped"})
     a = bench.parse_args(["--ops", "layer_norm", "--sizes", "small", "--budget", "3.75", "--skip-naive"])
     row = bench.bench_one("layer_norm", "small", a, {"--jobs", "--pack", "--max-elements", "--min-elements"}, [0, 1])
     assert calls == [(1, (0,), None), (2, (0, 1), None), (1, (0,), 3000)]
-    assert row["jobs_scaling"] == pytest.approx(2.0) and row["jobs_scaling_budget"] == pytest.approx(1.6)
-    assert row["verdicts"]["jobs_scaling"] == "PASS"
+    assert row["jobs_rounds"] == {"scaling": pytest.approx(2 * 2.75 / 6.0), "rounds": 3, "cases": 500,
+                                  "seconds_one": 2.75, "seconds_many": 6.0}
+    assert row["jobs_scaling"] == pytest.approx(2 * 2.75 / 6.0) and row["verdicts"]["jobs_scaling"] == "FAIL"
+    assert row["jobs_scaling_cases"] == pytest.approx(2.0) and row["jobs_scaling_budget"] == pytest.approx(1.6)
+
+
+def test_round_scaling_needs_a_common_round(bench):
+    assert bench.round_scaling({"0": [1.0, 5, True]}, {"0": [1.0, 6, True]})["scaling"] is None
+    assert bench.round_scaling(None, {"0": [1.0, 5, True]}) == {"scaling": None, "rounds": 0, "cases": 0,
+                                                                 "seconds_one": 0, "seconds_many": 0}

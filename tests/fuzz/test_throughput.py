@@ -174,6 +174,27 @@ def test_jobs_share_the_database_and_count_every_case(tmp_path):
     assert chk["jobs"]["0"]["next_round"] % 2 == 0 and chk["jobs"]["1"]["next_round"] % 2 == 1
 
 
+def test_a_round_runs_the_same_cases_whatever_the_jobs_and_its_time_is_noted(tmp_path):
+    """summary.json's totals.rounds: each round's fuzzing seconds, cases and whether it ran to its
+    end. Round r runs the same cases alone or in one of two jobs (what the throughput benchmark
+    compares one core with two on); the round the case limit cuts is not complete."""
+    rounds = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"j{jobs}"
+        r = subprocess.run(_cmd(out, "--cases", "600", "--pack", "1", "--jobs", str(jobs), "--no-minimize"), cwd=REPO,
+                           env=_env(), capture_output=True, text=True, timeout=600)
+        assert r.returncode == 1, r.stderr
+        t = json.loads((out / "summary.json").read_text())["totals"]
+        rounds[jobs] = t["rounds"]
+        assert sum(c for _, c, _ in t["rounds"].values()) == t["cases_run"] == 600
+        assert all(sec > 0 for sec, _, _ in t["rounds"].values())
+    one, two = rounds[1], rounds[2]
+    assert set(two) >= {"0", "1"} and one[max(one, key=int)][2] is False  # (the last one stopped at 600 cases)
+    common = [k for k in one if one[k][2] and k in two and two[k][2]]
+    assert common and "0" in common
+    assert [one[k][1] for k in common] == [two[k][1] for k in common]
+
+
 def test_jobs_interrupt_and_resume(tmp_path):
     """Ctrl-C on a --jobs campaign stops every job and keeps what they found; --resume continues
     with the same jobs, and the case total grows."""
