@@ -52,13 +52,10 @@ def measure(op: str, cases: int, *, seed: int = 0, cpus: Sequence[int] = (0, 1),
     with ThreadPoolExecutor(2) as ex:  # (each waits on its own subprocess)
         pair = list(ex.map(lambda c: campaign_throughput(op, "small", jobs=1, cpus=[c], **common), cpus[:2]))
     jobs2 = campaign_throughput(op, "small", jobs=2, cpus=list(cpus[:2]), **common)
-
-    def fuzzing(c):
-        return c["seconds"] - c["startup_seconds"]
-
-    ceiling = 2 * fuzzing(alone) / ((fuzzing(pair[0]) + fuzzing(pair[1])) / 2)
+    pair_s = [p["fuzzing_seconds"] for p in pair]
+    ceiling = 2 * alone["fuzzing_seconds"] / (sum(pair_s) / 2)
     rs = round_scaling(alone.get("rounds"), jobs2.get("rounds"))
-    return {"op": op, "cases": cases, "alone_s": fuzzing(alone), "pair_s": [fuzzing(p) for p in pair],
+    return {"op": op, "cases": cases, "alone_s": alone["fuzzing_seconds"], "pair_s": pair_s,
             "findings": {"alone": alone["findings"], "pair": [p["findings"] for p in pair],
                          "jobs2": jobs2["findings"]},
             "ceiling": ceiling, "jobs_scaling": rs["scaling"], "jobs_rounds": rs,

@@ -755,7 +755,7 @@ def campaign_throughput(op: str, size: str, *, budget: float, seed: int = 0, job
     no budget) on `op` (MODES[op], float32, the three runners, every regime but long) as a subprocess
     pinned to `cpus`; return its throughput.
 
-    Returns {cmd, rc, cases_run, seconds, startup_seconds, startup_reported, cases_per_s,
+    Returns {cmd, rc, cases_run, seconds, startup_seconds, startup_reported, fuzzing_seconds, cases_per_s,
     peak_rss_mib, findings, notes} or {na: reason} when this normfuzz lacks a flag the measurement
     needs. Raises RuntimeError when the campaign fails (exit status other than 0 or 1).
     """
@@ -797,7 +797,7 @@ def campaign_throughput(op: str, size: str, *, budget: float, seed: int = 0, job
     fuzzing = totals["seconds"] - (startup or 0.0)
     return {"cmd": " ".join(cmd), "rc": res["rc"], "jobs": jobs, "cpus": list(cpus or []),
             "cases_run": totals["cases_run"], "seconds": totals["seconds"], "startup_seconds": startup or 0.0,
-            "startup_reported": startup is not None,
+            "startup_reported": startup is not None, "fuzzing_seconds": fuzzing,
             "cases_per_s": totals["cases_run"] / fuzzing if fuzzing > 0 else None,
             "peak_rss_mib": _mib(res["peak_rss"]), "findings": totals.get("findings"),
             "rounds": totals.get("rounds"), "notes": notes}
@@ -993,7 +993,7 @@ def table(rows: list[dict]) -> str:
                       _fmt(r["naive_speedup"], ".1f", v["naive_speedup"]),
                       _fmt(r["e2e_over_floor"], ".2f", v["e2e_over_floor"]),
                       _fmt(r["campaign_j2"].get("cases_per_s"), ".1f"),
-                      _fmt(r.get("campaign_j1_same", {}).get("cases_per_s"), ".1f"),
+                      _fmt(r["campaign_j1_same"].get("cases_per_s"), ".1f"),
                       _fmt(r["jobs_scaling"], ".2f", v["jobs_scaling"]),
                       _fmt(r["campaign_j1"].get("peak_rss_mib"), ".0f"),
                       _fmt(r["naive"].get("peak_rss_mib"), ".0f")))
@@ -1055,7 +1055,7 @@ def run_benchmark(a) -> dict[str, Any]:
              "jobs_scaling": "small jobs2 (2 cores) / jobs1 (1 core), equal rounds"}
     for key, t in targets.items():
         _log(f"target {names[key]} {t['target']}: worst {_fmt(t['worst'], '.2f')} -> {t['verdict'] or 'not measured'}")
-    notes = sorted({n for r in rows for c in (r["campaign_j1"], r["campaign_j2"], r.get("campaign_j1_same", {})) for n in c.get("notes", ())})
+    notes = sorted({n for r in rows for c in (r["campaign_j1"], r["campaign_j2"], r["campaign_j1_same"]) for n in c.get("notes", ())})
     for n in notes:
         _log(f"note: {n}")
     if any(r["size"] == "large" for r in rows):

@@ -23,8 +23,11 @@ def import_path(path: list[str], cwd: str) -> list[str]:
     it is if present (site-packages after the standard library), else it goes first. The other
     entries keep their order."""
     cwd = os.path.abspath(cwd)
-    here = {"", ".", cwd}
-    out = [p for p in path if p not in here and os.path.abspath(p) != cwd or p == PACKAGE_ROOT]
+
+    def is_cwd(p: str) -> bool:
+        return p in ("", ".") or os.path.abspath(p) == cwd
+
+    out = [p for p in path if p == PACKAGE_ROOT or not is_cwd(p)]
     if PACKAGE_ROOT not in out:
         out.insert(0, PACKAGE_ROOT)
     if cwd != PACKAGE_ROOT:
