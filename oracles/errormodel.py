@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import _core, _fused
 from ._core import Forward, rscale, rscale_derivative, unbroadcast
 from .dtypes import DEFAULT_ACCUMULATION, DTYPES, EXT, dtype as _dtype, quiet, work, working
 
@@ -222,18 +222,35 @@ def stat_errors(f: Forward, p: Precision) -> StatErrors:
     return f.memo[key]
 
 
-def _stat_errors(f: Forward, p: Precision) -> StatErrors:
+@dataclass
+class SetErrors:
+    """The per-set part of `StatErrors` (keepdims, working view): what the fused kernel needs."""
+
+    e_mu: np.ndarray
+    d_v: np.ndarray
+    rho_r: np.ndarray
+    free: np.ndarray
+
+
+def set_errors(f: Forward, p: Precision) -> SetErrors:
+    """The statistics' per-set error bounds (module docstring), cached like `stat_errors`."""
+    key = ("set_errors", p, work())
+    if key not in f.memo:
+        f.memo[key] = _set_errors(f, p)
+    return f.memo[key]
+
+
+def _set_errors(f: Forward, p: Precision) -> SetErrors:
     norm, n = f.norm, f.n
     ns = n if norm.divisor == "mean" else 1
     ua, ue = p.u_a, p.u_e
     zero = np.zeros_like(f.v)
     ovf = _stat_overflow(f, p)
     with quiet(invalid="ignore", over="ignore", divide="ignore"):
-        ax = np.abs(f.x)
         if f.stats_given:
             e_mu, d_v = zero, zero
         elif norm.centered:
-            big_m = np.max(ax, axis=norm.axes, keepdims=True)
+            big_m = np.max(np.abs(f.x), axis=norm.axes, keepdims=True)
             rng = np.max(np.abs(f.c), axis=norm.axes, keepdims=True)
             # underflow floor: two-pass rounds once below the smallest normal (sums of subnormals
             # are exact), but Welford's m += d / k rounds at every step, eta_a / 2 each, and the
@@ -252,12 +269,20 @@ def _stat_errors(f: Forward, p: Precision) -> StatErrors:
         rho = _scale_deviation(f, d_v, p)
         rho = rho + g(5, ue) * (1 + rho)
         e_mu, d_v, rho = (np.where(ovf, INF, a) for a in (e_mu, d_v, rho))
+    return SetErrors(e_mu, d_v, rho, ovf | np.isinf(f.r))
+
+
+def _stat_errors(f: Forward, p: Precision) -> StatErrors:
+    se = set_errors(f, p)
+    norm, ue = f.norm, p.u_e
+    e_mu, d_v, rho, free = se.e_mu, se.d_v, se.rho_r, se.free
+    with quiet(invalid="ignore", over="ignore", divide="ignore"):
+        ax = np.abs(f.x)
         if norm.centered:
             dc = e_mu + g(2, ue) * (ax + np.abs(f.mean))
         else:
             dc = np.zeros_like(ax)
         dxhat = f.r * dc * (1 + rho) + np.abs(f.c) * f.r * rho + g(1, ue) * np.abs(f.xhat) + p.eta_e
-        free = ovf | np.isinf(f.r)
         free_x = free
         if f.stats_given:
             # c = x - mu_r may overflow (finite x and mu_r of opposite signs near the format's
@@ -302,7 +327,12 @@ def _scale_deviation(f: Forward, d_v: np.ndarray, p: Precision) -> np.ndarray:
 
 
 def forward_bounds(f: Forward, p: Precision) -> dict[str, np.ndarray]:
-    """Bounds for y and the statistics (keys "y", "mean", "v", "r"; working view, stats keepdims)."""
+    """Bounds for y and the statistics (keys "y", "mean", "v", "r"; working view, stats keepdims).
+
+    In float64 the bound of y is one pass of the fused kernel `_fused` (the same operations as the
+    numpy code below, bitwise the same results)."""
+    if _fused.active(work()):
+        return _forward_bounds_fused(f, p)
     s = stat_errors(f, p)
     ue = p.u_e
     with quiet(invalid="ignore", over="ignore"):
@@ -317,15 +347,34 @@ def forward_bounds(f: Forward, p: Precision) -> dict[str, np.ndarray]:
         #     |mu| / std times |gamma|, 1e7 * |gamma| for a float32 large-mean set): unconstrained.
         pre = pre + (ax + am) * p.eta_e
         fold_free = _big(np.maximum(ax, am) * f.r * ag + ab, _limit(p, 3)) | _big(f.r * ag, _limit(p, 1))
+        y = _out(np.where(fold_free, INF, pre), f.y, p)
+    return {"y": _pin_nan(_zero_where_bad(f, y), f.y, s.free_x | fold_free), **_stat_bounds(f, p, s)}
+
+
+def _forward_bounds_fused(f: Forward, p: Precision) -> dict[str, np.ndarray]:
+    """`forward_bounds` with the bound of y from `_fused` (the per-set bounds as in numpy)."""
+    s = set_errors(f, p)
+    ue = p.u_e
+    mask = f.bad_grad if not f.norm.centered else f.bad
+    zero = mask if (not f.stats_given and mask.any()) else False
+    with quiet(invalid="ignore", over="ignore", divide="ignore"):
+        y = _fused.kernels().y_bound(
+            f.x, f.c, f.xhat, f.y, 1.0 if f.gamma is None else f.gamma, 0.0 if f.beta is None else f.beta,
+            f.mean, f.r, s.e_mu, s.rho_r, s.free, zero, g(1, ue), g(2, ue), p.eta_e, 3 * p.eta_e, p.u_o,
+            p.eta_o, _limit(p, 1), _limit(p, 2), _limit(p, 3), f.norm.centered, f.stats_given)
+    return {"y": y, **_stat_bounds(f, p, s)}
+
+
+def _stat_bounds(f: Forward, p: Precision, s) -> dict[str, np.ndarray]:
+    """The bounds of the statistics outputs "mean", "v", "r" (keepdims) from the set errors `s`."""
+    with quiet(invalid="ignore", over="ignore"):
         out = {
-            "y": _out(np.where(fold_free, INF, pre), f.y, p),
             "mean": _out(s.e_mu + p.u_a * np.abs(f.mean), f.mean, p),
             "v": _out(s.d_v, f.v, p),
             "r": _out(f.r * s.rho_r, f.r, p),
         }
-    values = {"y": f.y, "mean": f.mean, "v": f.v, "r": f.r}
-    free = {"y": s.free_x | fold_free}
-    bounds = {k: _pin_nan(_zero_where_bad(f, b), values[k], free.get(k, s.free)) for k, b in out.items()}
+    values = {"mean": f.mean, "v": f.v, "r": f.r}
+    bounds = {k: _pin_nan(_zero_where_bad(f, b), values[k], s.free) for k, b in out.items()}
     if norm_has_inf_mean(f):
         # The mean of a set holding an infinity (and no NaN) is algorithm-dependent: a sum gives
         # +-inf (the reference), Welford's m += (x - m)/k gives inf - inf = NaN after the infinity.
@@ -651,6 +700,12 @@ def error_ratio(actual, ref, bound, dtype: str) -> np.ndarray:
     side of its sign; zero error with zero bound gives 0.
     """
     t = _judging_type(ref, bound)
+    if _fused.active(t):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            a = np.asarray(actual)
+            if a.dtype.itemsize > 8 or a.dtype.kind != "f":
+                a = a.astype(t)
+            return np.asarray(_fused.kernels().ratio(a, ref, bound, overflow_threshold(dtype, t)))
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         # an EXT `actual` beyond float64's range (only unrounded values can be) becomes +-inf
         a = np.asarray(actual).astype(t)

@@ -313,7 +313,7 @@ def _bn_step(x, i: Mapping, a: Mapping, p: Precision, rm, rv, rm_b, rv_b, step: 
     if p is None:
         return outs, {}
     b = errormodel.forward_bounds(f, p)
-    s = errormodel.stat_errors(f, p)
+    s = errormodel.set_errors(f, p)  # (the per-set part: no per-element pass)
     bnds = {"y": v.back(_full(b["y"], f.y)), "mean": v.stat(b["mean"]), "var": v.stat(b["v"]),
             "rstd": v.stat(b["r"])}
     if rm is not None:

@@ -286,13 +286,26 @@ def test_error_ratio_judges_in_the_references_type():
 
 def _timings(repeats: int = 3) -> None:
     """Best-of-`repeats` seconds of `oracles.evaluate` on ~1M-element float32 cases, in EXT
-    (working=numpy.longdouble) and in float64 (the default for float32 cases)."""
+    (working=numpy.longdouble), in float64 with the error model's numpy code only (the fused kernels
+    of oracles/_fused.py disabled) and in float64 as campaigns run it (the default); then
+    `error_ratio` of a float32 output against the float64 reference, numpy code and kernel."""
     import time
+
+    from oracles import _fused
+    from oracles.errormodel import error_ratio
 
     rng = np.random.default_rng(0)
 
     def f32(*shape):
         return rng.standard_normal(shape).astype(np.float32)
+
+    def best(fn):
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return min(ts)
 
     ln = dict(eps=1e-5, normalized_ndim=1)
     cases = [
@@ -304,20 +317,29 @@ def _timings(repeats: int = 3) -> None:
                                         running_mean=f32(16), running_var=np.abs(f32(16))), dict(eps=1e-5)),
         ("group_norm", "forward", dict(x=f32(16, 64, 32, 32), gamma=f32(64), beta=f32(64)),
          dict(eps=1e-5, num_groups=8)),
+        ("rms_norm", "forward", dict(x=f32(256, 4096), weight=f32(4096)), ln),
     ]
-    print(f"{'case':46s} {'EXT':>8s} {'float64':>8s} {'speed-up':>8s}")
+    fused = _fused.kernels() is not None
+    print(f"{'case':46s} {'EXT':>8s} {'float64':>8s} {'fused':>8s} {'EXT/f64':>8s} {'f64/fused':>9s}")
     for op, mode, inputs, attrs in cases:
-        best = {}
-        for working in (np.longdouble, None):
-            ts = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                oracles.evaluate(op, mode, inputs, attrs, "float32", working=working)
-                ts.append(time.perf_counter() - t0)
-            best[working] = min(ts)
+        def run(working=None):
+            return lambda: oracles.evaluate(op, mode, inputs, attrs, "float32", working=working)
+        run()()  # (first use: the kernels' compilation or cache load)
+        t_ext = best(run(np.longdouble))
+        with _fused.disabled():
+            t_np = best(run())
+        t_fu = best(run()) if fused else float("nan")
         shapes = " ".join(f"{k}{list(v.shape)}" for k, v in inputs.items() if v.ndim > 1)
-        print(f"{op + ' ' + mode + ' ' + shapes:46s} {best[np.longdouble]:7.3f}s {best[None]:7.3f}s "
-              f"{best[np.longdouble] / best[None]:7.1f}x")
+        print(f"{op + ' ' + mode + ' ' + shapes:46s} {t_ext:7.3f}s {t_np:7.3f}s {t_fu:7.3f}s "
+              f"{t_ext / t_np:7.1f}x {t_np / t_fu:8.1f}x")
+    ref = rng.standard_normal((256, 4096))
+    bound = np.abs(ref) * 1e-7
+    actual = ref.astype(np.float32)
+    error_ratio(actual, ref, bound, "float32")
+    with _fused.disabled():
+        t_np = best(lambda: error_ratio(actual, ref, bound, "float32"))
+    t_fu = best(lambda: error_ratio(actual, ref, bound, "float32")) if fused else float("nan")
+    print(f"{'error_ratio float32 output [256, 4096]':46s} {'':8s} {t_np:7.3f}s {t_fu:7.3f}s {'':8s} {t_np / t_fu:8.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,344 @@
+"""Fused float64 kernels for the error model's per-element passes (numba-compiled numpy ufuncs).
+
+Why. On a large set the error model's numpy code makes some sixty passes over float64 arrays the
+size of the input (every `np.abs`, product, `np.where` and `_clean` is one pass with its own
+temporary): about 40 ns per element and precision, the largest cost of a campaign (profiles in
+docs/error-model.md, "Speed"). The kernels here compute the same per-element formulas in one pass.
+
+What they compute. Exactly what the numpy code of `errormodel` computes, operation for operation:
+each kernel is the scalar transcription of a stretch of numpy code, same operations in the same
+order, so each float64 result is the same correctly rounded IEEE operation sequence and the results
+are bitwise those of the numpy code (tests/oracles/test_fused.py checks this on generated inputs,
+every op and regime). Compiled without fast-math (no reassociation, no contraction into FMA).
+
+Scope. float64 only: `EXT` (numpy.longdouble) has no numba type, so an EXT evaluation keeps the numpy
+code. `errormodel` calls a kernel only when `active()` holds: numba importable, not disabled by
+`NORMFUZZ_NO_JIT=1` (or `disabled()`), and the evaluation working in float64.
+
+Floating-point status. The kernels are numpy ufuncs: numpy reads the processor's status flags after
+the loop and applies the current `numpy.errstate`, as after its own loops. Inside `dtypes.range_guard`
+an overflow or underflow in a kernel therefore raises FloatingPointError and the evaluation moves to
+EXT, as it does for the numpy code. (The compiler may skip an operation whose result a branch
+discards, so a flag the numpy code raises on such a discarded value may not be raised here; the
+evaluation then stays in float64, whose every *used* intermediate stayed in range: that is what the
+guard is for.)
+
+Compilation. The first use in a process compiles the kernels (about 1 s) or loads them from numba's
+cache (`cache=True`: `oracles/__pycache__`, or numba's user cache folder when that is read-only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+import os
+import warnings
+from typing import Iterator
+
+import numpy as np
+
+#: Setting this environment variable to 1 makes the error model use its numpy code only.
+DISABLE_ENV = "NORMFUZZ_NO_JIT"
+
+_DISABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("normfuzz_fused_disabled", default=False)
+
+_INF = math.inf
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Within: the error model uses its numpy code (for tests comparing the two)."""
+    token = _DISABLED.set(True)
+    try:
+        yield
+    finally:
+        _DISABLED.reset(token)
+
+
+def active(t: type) -> bool:
+    """Whether the kernels serve an evaluation working in type `t`."""
+    return t is np.float64 and not _DISABLED.get() and kernels() is not None
+
+
+def available() -> bool:
+    """numba is importable and the kernels compiled (whatever `NORMFUZZ_NO_JIT` says)."""
+    return _compiled() is not None
+
+
+def kernels():
+    """The compiled kernels (a namespace), or None when disabled or numba is missing."""
+    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        return None
+    return _compiled()
+
+
+# --------------------------------------------------------------------------------------------------
+# scalar formulas (transcriptions of errormodel's numpy code; see each kernel's docstring)
+
+
+def _y_bound(x, c, xhat, y, gamma, beta, mean, r, e_mu, rho, free, zero, g1, g2, eta_e, eta3, u_o,
+             eta_o, lim1, lim2, lim3, centered, given):  # pragma: no cover (compiled)
+    """Bound of one output element y of `errormodel.forward_bounds`, with the per-element part of
+    `errormodel._stat_errors` (dc, dxhat, free_x) inlined. Arguments: the Forward's arrays (gamma 1
+    and beta 0 when absent), the set's e_mu and rho (inf where the statistics overflow), its `free`
+    mask, `zero` (`_zero_where_bad`'s mask, False where it does not apply), g1 = g(1, u_e),
+    g2 = g(2, u_e), eta3 = 3 eta_e, the limits `_limit(p, k)` for k = 1, 2, 3."""
+    ax = abs(x)
+    am = abs(mean)
+    # _stat_errors
+    if centered:
+        dc = e_mu + g2 * (ax + am)
+    else:
+        dc = 0.0
+    ac = abs(c)
+    dxhat = r * dc * (1.0 + rho) + ac * r * rho + g1 * abs(xhat) + eta_e
+    free_x = free
+    if given:
+        s = ax + am
+        if math.isfinite(s) and s >= lim1:
+            free_x = True
+            dxhat = _INF
+    t = ac * r * (1.0 + rho)
+    if math.isfinite(t) and t >= lim2:
+        free_x = True
+        dxhat = _INF
+    if math.isnan(dxhat):
+        dxhat = _INF
+    # forward_bounds
+    ag = abs(gamma)
+    ab = abs(beta)
+    pre = ag * dxhat + g2 * (ag * abs(xhat) + ab) + eta3
+    pre = pre + (ax + am) * eta_e
+    if ax != ax or am != am:
+        mx = math.nan
+    elif ax >= am:
+        mx = ax
+    else:
+        mx = am
+    f1 = mx * r * ag + ab
+    f2 = r * ag
+    fold_free = (math.isfinite(f1) and f1 >= lim3) or (math.isfinite(f2) and f2 >= lim1)
+    if fold_free:
+        pre = _INF
+    # _out, _clean
+    b = pre * (1.0 + u_o) + u_o * abs(y) + eta_o
+    if math.isnan(b):
+        b = _INF
+    # _zero_where_bad, _pin_nan
+    if zero:
+        b = 0.0
+    if math.isnan(y) and not (free_x or fold_free):
+        b = 0.0
+    return b
+
+
+def _ratio(a, ref, bound, thr):  # pragma: no cover (compiled)
+    """`errormodel.error_ratio` of one element (judging in float64); the rules in their numpy
+    order, the last applicable one winning."""
+    err = abs(a - ref)
+    if err == 0:
+        q = 0.0
+    else:
+        q = err / bound
+    a_inf = math.isinf(a)
+    if a_inf and math.isinf(ref) and a == ref:
+        return 0.0
+    if math.isinf(bound):
+        return 0.0
+    an = math.isnan(a)
+    rn = math.isnan(ref)
+    if an != rn:
+        return _INF
+    if an and rn:
+        return 0.0
+    if a_inf and math.isfinite(ref):
+        if a > 0:
+            reach = ref + bound >= thr
+        else:
+            reach = ref - bound <= -thr
+        if reach:
+            return 0.0
+    return q
+
+
+def _summary(ratio, bound, a, ref):  # pragma: no cover (compiled)
+    """One pass over flat arrays for `fuzz.compare.check_output`: (index of the first largest ratio,
+    as numpy.argmax: a NaN is largest; elements with ratio > 1; elements with an infinite bound;
+    whether a and ref are all finite)."""
+    n = ratio.size
+    imax = 0
+    best = ratio[0] if n else 0.0
+    seen_nan = n > 0 and best != best
+    exceeding = 0
+    unconstrained = 0
+    finite = True
+    for i in range(n):
+        q = ratio[i]
+        if not seen_nan:
+            if q != q:
+                seen_nan = True
+                imax = i
+            elif q > best:
+                best = q
+                imax = i
+        if q > 1.0:
+            exceeding += 1
+        if math.isinf(bound[i]):
+            unconstrained += 1
+        if finite and not (math.isfinite(a[i]) and math.isfinite(ref[i])):
+            finite = False
+    return imax, exceeding, unconstrained, finite
+
+
+def _y_bound_loop(out, x, c, xhat, y, gamma, beta, mean, r, e_mu, rho, free, zero, g1, g2, eta_e, eta3,
+                  u_o, eta_o, lim1, lim2, lim3, centered, given):  # pragma: no cover (compiled)
+    """`_y_bound` over (coalesced, 3-d, strided) arrays into `out`."""
+    n0, n1, n2 = out.shape
+    for i in range(n0):
+        for j in range(n1):
+            for k in range(n2):
+                out[i, j, k] = _y_bound_c(x[i, j, k], c[i, j, k], xhat[i, j, k], y[i, j, k], gamma[i, j, k],
+                                          beta[i, j, k], mean[i, j, k], r[i, j, k], e_mu[i, j, k], rho[i, j, k],
+                                          free[i, j, k], zero[i, j, k], g1, g2, eta_e, eta3, u_o, eta_o, lim1,
+                                          lim2, lim3, centered, given)
+
+
+def _ratio_loop(out, a, ref, bound, thr):  # pragma: no cover (compiled)
+    """`_ratio` over (coalesced, 3-d, strided) arrays into `out`."""
+    n0, n1, n2 = out.shape
+    for i in range(n0):
+        for j in range(n1):
+            for k in range(n2):
+                out[i, j, k] = _ratio_c(a[i, j, k], ref[i, j, k], bound[i, j, k], thr)
+
+
+def coalesce(shape: tuple[int, ...], arrays) -> list[np.ndarray] | None:
+    """Views of `arrays` broadcast to `shape`, with adjacent axes merged wherever every array's
+    strides allow (as numpy's iterator does) and padded to 3 axes; None if more than 3 remain.
+    No data is copied (strides of 0 stand for broadcasting). The first view is writeable when the
+    first array has the full shape (the output)."""
+    views = [np.broadcast_to(a, shape) for a in arrays]
+    dims = [d for d in range(len(shape)) if shape[d] != 1]
+    sh = [shape[d] for d in dims]
+    st = [[v.strides[d] for d in dims] for v in views]
+    k = len(sh) - 1
+    while k > 0:  # merge axis k into k - 1 where contiguous for every view
+        if all(s[k - 1] == s[k] * sh[k] for s in st):
+            sh[k - 1] *= sh[k]
+            del sh[k]
+            for s in st:
+                s[k - 1] = s[k]
+                del s[k]
+        k -= 1
+    if len(sh) > 3:
+        return None
+    pad = 3 - len(sh)
+    sh = [1] * pad + sh
+    views[0] = arrays[0] if arrays[0].shape == shape else views[0]  # the output: writeable
+    return [np.lib.stride_tricks.as_strided(v, shape=tuple(sh), strides=tuple([0] * pad + s), writeable=i == 0)
+            for i, (v, s) in enumerate(zip(views, st))]
+
+
+class _Kernels:
+    """The compiled kernels. `y_bound(*args)` and `ratio(a, ref, bound, thr)` take arrays that
+    broadcast together (as the numpy code's operands do) and return the float64 result array;
+    `summary` is `_summary` compiled."""
+
+    def __init__(self, numba):
+        global _y_bound_c, _ratio_c
+        _y_bound_c = numba.njit(cache=True, inline="always", error_model="numpy")(_y_bound)
+        _ratio_c = numba.njit(cache=True, inline="always", error_model="numpy")(_ratio)
+        self._y_loop = numba.njit(cache=True, error_model="numpy")(_y_bound_loop)
+        self._ratio_loop = numba.njit(cache=True, error_model="numpy")(_ratio_loop)
+        self.summary = numba.njit(cache=True)(_summary)
+        self._numba = numba
+
+    @functools.cached_property
+    def _y_ufunc(self):
+        """The ufunc form of `_y_bound`, for operands that do not coalesce to 3 axes (slower:
+        numpy's general iterator; compiled on first use)."""
+        sig = "float64(" + ", ".join(["float64"] * 10 + ["boolean"] * 2 + ["float64"] * 9 + ["boolean"] * 2) + ")"
+        return self._numba.vectorize([sig], nopython=True, cache=True)(_y_bound)
+
+    @functools.cached_property
+    def _ratio_ufunc(self):
+        """The ufunc form of `_ratio` (see `_y_ufunc`)."""
+        return self._numba.vectorize(["float64(float64, float64, float64, float64)"], nopython=True,
+                                     cache=True)(_ratio)
+
+    def y_bound(self, *args):
+        arrays = [np.asarray(a, dtype=bool if i in (10, 11) else np.float64) for i, a in enumerate(args[:12])]
+        return self._run(self._y_loop, "_y_ufunc", arrays, args[12:])
+
+    def ratio(self, a, ref, bound, thr):
+        a = np.asarray(a)
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)
+        return self._run(self._ratio_loop, "_ratio_ufunc",
+                         [a, np.asarray(ref, dtype=np.float64), np.asarray(bound, dtype=np.float64)], (thr,))
+
+    def _run(self, loop, ufunc, arrays, scalars):
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        out = np.empty(shape, dtype=np.float64)
+        views = coalesce(shape, [out] + arrays)
+        scalars = tuple(bool(v) if isinstance(v, (bool, np.bool_)) else float(v) for v in scalars)
+        if views is None or _FENV is None:
+            return getattr(self, ufunc)(*arrays, *scalars, out=out)
+        _FENV.feclearexcept(_FE_ALL)
+        loop(*views, *scalars)
+        _check_status(_FENV.fetestexcept(_FE_ALL), loop.__name__)
+        return out
+
+
+# The processor's floating-point status flags, read through C99 <fenv.h> (glibc's libm, x86-64
+# values): a compiled loop called directly is not a numpy ufunc, so numpy does not read them.
+_FE = {"invalid": 0x01, "divide": 0x04, "over": 0x08, "under": 0x10}
+_FE_ALL = sum(_FE.values())
+_NAMES = {"invalid": "invalid value", "divide": "divide by zero", "over": "overflow", "under": "underflow"}
+
+
+def _libm():
+    import ctypes
+    import ctypes.util
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None  # the flag values above are x86's: elsewhere the ufunc forms keep numpy's checks
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        lib.fetestexcept.restype = lib.feclearexcept.restype = ctypes.c_int
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+_FENV = _libm()
+
+
+def _check_status(flags: int, where: str) -> None:
+    """Apply the current `numpy.errstate` to the flags a compiled loop raised, as numpy does after a
+    ufunc loop: 'raise' raises FloatingPointError, 'warn' (and 'print', 'log', 'call') warns."""
+    if not flags:
+        return
+    modes = np.geterr()
+    for cond, bit in _FE.items():
+        if flags & bit and modes[cond] != "ignore":
+            msg = f"{_NAMES[cond]} encountered in {where}"
+            if modes[cond] == "raise":
+                raise FloatingPointError(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+_y_bound_c = _ratio_c = None  # the compiled scalar functions, set by _Kernels
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    try:
+        import numba
+    except ImportError as e:  # a declared dependency: only a broken installation lacks it
+        warnings.warn(f"normfuzz: numba unavailable ({e}); the error model runs its numpy code (slower)",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return _Kernels(numba)
