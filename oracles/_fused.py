@@ -194,24 +194,28 @@ def _summary(ratio, bound, a, ref):  # pragma: no cover (compiled)
 
 def _y_bound_loop(out, x, c, xhat, y, gamma, beta, mean, r, e_mu, rho, free, zero, g1, g2, eta_e, eta3,
                   u_o, eta_o, lim1, lim2, lim3, centered, given):  # pragma: no cover (compiled)
-    """`_y_bound` over (coalesced, 3-d, strided) arrays into `out`."""
+    """`_y_bound` over (coalesced, 3-d, strided) arrays into `out` (rows taken as 1-d views first:
+    one stride per access in the inner loop)."""
     n0, n1, n2 = out.shape
     for i in range(n0):
         for j in range(n1):
+            o, x1, c1, xh1, y1 = out[i, j], x[i, j], c[i, j], xhat[i, j], y[i, j]
+            ga1, be1, m1, r1, e1 = gamma[i, j], beta[i, j], mean[i, j], r[i, j], e_mu[i, j]
+            rh1, f1, z1 = rho[i, j], free[i, j], zero[i, j]
             for k in range(n2):
-                out[i, j, k] = _y_bound_c(x[i, j, k], c[i, j, k], xhat[i, j, k], y[i, j, k], gamma[i, j, k],
-                                          beta[i, j, k], mean[i, j, k], r[i, j, k], e_mu[i, j, k], rho[i, j, k],
-                                          free[i, j, k], zero[i, j, k], g1, g2, eta_e, eta3, u_o, eta_o, lim1,
-                                          lim2, lim3, centered, given)
+                o[k] = _y_bound_c(x1[k], c1[k], xh1[k], y1[k], ga1[k], be1[k], m1[k], r1[k], e1[k], rh1[k],
+                                  f1[k], z1[k], g1, g2, eta_e, eta3, u_o, eta_o, lim1, lim2, lim3, centered,
+                                  given)
 
 
 def _ratio_loop(out, a, ref, bound, thr):  # pragma: no cover (compiled)
-    """`_ratio` over (coalesced, 3-d, strided) arrays into `out`."""
+    """`_ratio` over (coalesced, 3-d, strided) arrays into `out` (see `_y_bound_loop`)."""
     n0, n1, n2 = out.shape
     for i in range(n0):
         for j in range(n1):
+            o, a1, r1, b1 = out[i, j], a[i, j], ref[i, j], bound[i, j]
             for k in range(n2):
-                out[i, j, k] = _ratio_c(a[i, j, k], ref[i, j, k], bound[i, j, k], thr)
+                o[k] = _ratio_c(a1[k], r1[k], b1[k], thr)
 
 
 def coalesce(shape: tuple[int, ...], arrays) -> list[np.ndarray] | None:
