@@ -192,57 +192,51 @@ def _summary(ratio, bound, a, ref):  # pragma: no cover (compiled)
     return imax, exceeding, unconstrained, finite
 
 
+def _row(a, i, j, m):  # pragma: no cover (compiled)
+    """Row (i, j, m) of a 4-d array that broadcasts against the output (axes of length 1 stand for
+    any index), and the step of the last axis (0 when it broadcasts)."""
+    return (a[i if a.shape[0] > 1 else 0, j if a.shape[1] > 1 else 0, m if a.shape[2] > 1 else 0],
+            1 if a.shape[3] > 1 else 0)
+
+
 def _y_bound_loop(out, x, c, xhat, y, gamma, beta, mean, r, e_mu, rho, free, zero, g1, g2, eta_e, eta3,
                   u_o, eta_o, lim1, lim2, lim3, centered, given):  # pragma: no cover (compiled)
-    """`_y_bound` over (coalesced, 3-d, strided) arrays into `out` (rows taken as 1-d views first:
-    one stride per access in the inner loop)."""
-    n0, n1, n2 = out.shape
+    """`_y_bound` over 4-d arrays broadcasting against `out`, into `out`."""
+    n0, n1, n2, n3 = out.shape
     for i in range(n0):
         for j in range(n1):
-            o, x1, c1, xh1, y1 = out[i, j], x[i, j], c[i, j], xhat[i, j], y[i, j]
-            ga1, be1, m1, r1, e1 = gamma[i, j], beta[i, j], mean[i, j], r[i, j], e_mu[i, j]
-            rh1, f1, z1 = rho[i, j], free[i, j], zero[i, j]
-            for k in range(n2):
-                o[k] = _y_bound_c(x1[k], c1[k], xh1[k], y1[k], ga1[k], be1[k], m1[k], r1[k], e1[k], rh1[k],
-                                  f1[k], z1[k], g1, g2, eta_e, eta3, u_o, eta_o, lim1, lim2, lim3, centered,
-                                  given)
+            for m in range(n2):
+                o = out[i, j, m]
+                xr, sx = _row_c(x, i, j, m)
+                cr, sc = _row_c(c, i, j, m)
+                hr, sh = _row_c(xhat, i, j, m)
+                yr, sy = _row_c(y, i, j, m)
+                gr, sg = _row_c(gamma, i, j, m)
+                br, sb = _row_c(beta, i, j, m)
+                mr, sm = _row_c(mean, i, j, m)
+                rr, sr = _row_c(r, i, j, m)
+                er, se = _row_c(e_mu, i, j, m)
+                pr, sp = _row_c(rho, i, j, m)
+                fr, sf = _row_c(free, i, j, m)
+                zr, sz = _row_c(zero, i, j, m)
+                for k in range(n3):
+                    o[k] = _y_bound_c(xr[k * sx], cr[k * sc], hr[k * sh], yr[k * sy], gr[k * sg], br[k * sb],
+                                      mr[k * sm], rr[k * sr], er[k * se], pr[k * sp], fr[k * sf], zr[k * sz],
+                                      g1, g2, eta_e, eta3, u_o, eta_o, lim1, lim2, lim3, centered, given)
 
 
 def _ratio_loop(out, a, ref, bound, thr):  # pragma: no cover (compiled)
-    """`_ratio` over (coalesced, 3-d, strided) arrays into `out` (see `_y_bound_loop`)."""
-    n0, n1, n2 = out.shape
+    """`_ratio` over 4-d arrays broadcasting against `out`, into `out`."""
+    n0, n1, n2, n3 = out.shape
     for i in range(n0):
         for j in range(n1):
-            o, a1, r1, b1 = out[i, j], a[i, j], ref[i, j], bound[i, j]
-            for k in range(n2):
-                o[k] = _ratio_c(a1[k], r1[k], b1[k], thr)
-
-
-def coalesce(shape: tuple[int, ...], arrays) -> list[np.ndarray] | None:
-    """Views of `arrays` broadcast to `shape`, with adjacent axes merged wherever every array's
-    strides allow (as numpy's iterator does) and padded to 3 axes; None if more than 3 remain.
-    No data is copied (strides of 0 stand for broadcasting). The first view is writeable when the
-    first array has the full shape (the output)."""
-    views = [np.broadcast_to(a, shape) for a in arrays]
-    dims = [d for d in range(len(shape)) if shape[d] != 1]
-    sh = [shape[d] for d in dims]
-    st = [[v.strides[d] for d in dims] for v in views]
-    k = len(sh) - 1
-    while k > 0:  # merge axis k into k - 1 where contiguous for every view
-        if all(s[k - 1] == s[k] * sh[k] for s in st):
-            sh[k - 1] *= sh[k]
-            del sh[k]
-            for s in st:
-                s[k - 1] = s[k]
-                del s[k]
-        k -= 1
-    if len(sh) > 3:
-        return None
-    pad = 3 - len(sh)
-    sh = [1] * pad + sh
-    views[0] = arrays[0] if arrays[0].shape == shape else views[0]  # the output: writeable
-    return [np.lib.stride_tricks.as_strided(v, shape=tuple(sh), strides=tuple([0] * pad + s), writeable=i == 0)
-            for i, (v, s) in enumerate(zip(views, st))]
+            for m in range(n2):
+                o = out[i, j, m]
+                ar, sa = _row_c(a, i, j, m)
+                rr, sr = _row_c(ref, i, j, m)
+                br, sb = _row_c(bound, i, j, m)
+                for k in range(n3):
+                    o[k] = _ratio_c(ar[k * sa], rr[k * sr], br[k * sb], thr)
 
 
 class _Kernels:
@@ -251,9 +245,10 @@ class _Kernels:
     `summary` is `_summary` compiled."""
 
     def __init__(self, numba):
-        global _y_bound_c, _ratio_c
+        global _y_bound_c, _ratio_c, _row_c
         _y_bound_c = numba.njit(cache=True, inline="always", error_model="numpy")(_y_bound)
         _ratio_c = numba.njit(cache=True, inline="always", error_model="numpy")(_ratio)
+        _row_c = numba.njit(cache=True, inline="always")(_row)
         self._y_loop = numba.njit(cache=True, error_model="numpy")(_y_bound_loop)
         self._ratio_loop = numba.njit(cache=True, error_model="numpy")(_ratio_loop)
         self.summary = numba.njit(cache=True)(_summary)
@@ -261,8 +256,8 @@ class _Kernels:
 
     @functools.cached_property
     def _y_ufunc(self):
-        """The ufunc form of `_y_bound`, for operands that do not coalesce to 3 axes (slower:
-        numpy's general iterator; compiled on first use)."""
+        """The ufunc form of `_y_bound`, for operands of more than 4 axes (slower: numpy's general
+        iterator; compiled on first use)."""
         sig = "float64(" + ", ".join(["float64"] * 10 + ["boolean"] * 2 + ["float64"] * 9 + ["boolean"] * 2) + ")"
         return self._numba.vectorize([sig], nopython=True, cache=True)(_y_bound)
 
@@ -285,11 +280,11 @@ class _Kernels:
 
     def _run(self, loop, ufunc, arrays, scalars):
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
-        out = np.empty(shape, dtype=np.float64)
-        views = coalesce(shape, [out] + arrays)
         scalars = tuple(bool(v) if isinstance(v, (bool, np.bool_)) else float(v) for v in scalars)
-        if views is None or _FENV is None:
-            return getattr(self, ufunc)(*arrays, *scalars, out=out)
+        if len(shape) > 4 or _FENV is None:
+            return getattr(self, ufunc)(*arrays, *scalars)
+        out = np.empty(shape, dtype=np.float64)
+        views = [a.reshape((1,) * (4 - a.ndim) + a.shape) for a in [out] + arrays]  # (views: no copy)
         _FENV.feclearexcept(_FE_ALL)
         loop(*views, *scalars)
         _check_status(_FENV.fetestexcept(_FE_ALL), loop.__name__)
@@ -334,7 +329,7 @@ def _check_status(flags: int, where: str) -> None:
             warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
-_y_bound_c = _ratio_c = None  # the compiled scalar functions, set by _Kernels
+_y_bound_c = _ratio_c = _row_c = None  # the compiled helpers, set by _Kernels
 
 
 @functools.lru_cache(maxsize=None)
