@@ -281,10 +281,14 @@ class _Kernels:
     def _run(self, loop, ufunc, arrays, scalars):
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
         scalars = tuple(bool(v) if isinstance(v, (bool, np.bool_)) else float(v) for v in scalars)
-        if len(shape) > 4 or _FENV is None:
+        keep = [d for d, n in enumerate(shape) if n != 1]  # (axes of length 1 everywhere: dropped, so
+        if len(keep) > 4 or _FENV is None:                 # that (N, C, 1) loops over C, not over 1)
             return getattr(self, ufunc)(*arrays, *scalars)
         out = np.empty(shape, dtype=np.float64)
-        views = [a.reshape((1,) * (4 - a.ndim) + a.shape) for a in [out] + arrays]  # (views: no copy)
+        views = []
+        for a in [out] + arrays:  # (reshapes that drop or add axes of length 1: views, no copy)
+            full = (1,) * (len(shape) - a.ndim) + a.shape
+            views.append(a.reshape((1,) * (4 - len(keep)) + tuple(full[d] for d in keep)))
         _FENV.feclearexcept(_FE_ALL)
         loop(*views, *scalars)
         _check_status(_FENV.fetestexcept(_FE_ALL), loop.__name__)
