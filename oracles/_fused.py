@@ -23,8 +23,9 @@ discards, so a flag the numpy code raises on such a discarded value may not be r
 evaluation then stays in float64, whose every *used* intermediate stayed in range: that is what the
 guard is for.)
 
-Compilation. The first use in a process compiles the kernels (about 1 s) or loads them from numba's
-cache (`cache=True`: `oracles/__pycache__`, or numba's user cache folder when that is read-only).
+Compilation. The first use in a process compiles the kernels (one signature each, about 10 s, once
+per machine) or loads them from numba's cache (`cache=True`: `oracles/__pycache__`, or numba's user
+cache folder when that is read-only; about 0.4 s with numba's import).
 """
 
 from __future__ import annotations
@@ -249,9 +250,22 @@ class _Kernels:
         _y_bound_c = numba.njit(cache=True, inline="always", error_model="numpy")(_y_bound)
         _ratio_c = numba.njit(cache=True, inline="always", error_model="numpy")(_ratio)
         _row_c = numba.njit(cache=True, inline="always")(_row)
-        self._y_loop = numba.njit(cache=True, error_model="numpy")(_y_bound_loop)
-        self._ratio_loop = numba.njit(cache=True, error_model="numpy")(_ratio_loop)
-        self.summary = numba.njit(cache=True)(_summary)
+        # One signature each, compiled when the kernels are first needed (or loaded from the cache):
+        # strided ('A') read-only arrays accept every operand (C-contiguous, transposed, broadcast),
+        # so no operand layout makes numba compile another specialization in the middle of a run.
+        t = numba.types
+        f8, b1 = t.float64, t.boolean
+
+        def arr(dtype, ndim, readonly=True):
+            return t.Array(dtype, ndim, "A", readonly=readonly)
+
+        out4 = arr(f8, 4, readonly=False)
+        self._y_loop = numba.njit([(out4, *[arr(f8, 4)] * 10, arr(b1, 4), arr(b1, 4), *[f8] * 9, b1, b1)],
+                                  cache=True, error_model="numpy")(_y_bound_loop)
+        self._ratio_loop = numba.njit([(out4, arr(a, 4), arr(f8, 4), arr(f8, 4), f8) for a in (t.float32, f8)],
+                                      cache=True, error_model="numpy")(_ratio_loop)
+        self.summary = numba.njit([(arr(f8, 1), arr(f8, 1), arr(a, 1), arr(f8, 1)) for a in (t.float32, f8)],
+                                  cache=True)(_summary)
         self._numba = numba
 
     @functools.cached_property
