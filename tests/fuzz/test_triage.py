@@ -184,3 +184,27 @@ def test_documented_refusals_are_conventions():
     raised = Outcome("fake", c.id, "RAISED", error_type="builtins.ValueError", error="eps must be positive")
     assert judge(c, raised, Conventions(min_eps=5e-324))[1].signature == "convention:min_eps"
     assert judge(c, raised, Conventions())[1].signature == "builtins.ValueError"
+
+
+def test_a_variant_barely_off_the_oracle_is_no_evidence_for_it():
+    """Keras RMSNormalization in a tf.function flushes x * scale = -9.08e-39 to -0 on a row of one
+    element (docs/findings.md, TensorFlow 8): y is -0 where the oracle has -1.08e-37, about one bound
+    off. The variant rms_norm_subtracts_mean is 0 on such a row too (x - mean = 0), but it departs
+    from the oracle there by less than `EVIDENCE` bounds, as little as the runner does: the case is
+    no evidence for it, and the finding is a precision one."""
+    from fuzz.triage import EVIDENCE, MATCH
+
+    conv = Conventions(flush_subnormals=True)  # TensorFlow's
+    x = np.array([-1.2611686e-44, -4.2038954e-45, 2.1035534e-38], np.float32).reshape(1, 3, 1, 1, 1)
+    c = case_of("rms_norm", "forward", "float32", {"x": x, "weight": np.array([-0.43172196], np.float32)},
+                {"eps": 0.007057809736579657, "normalized_ndim": 1})
+    ev = oracles.evaluate(c.op, c.mode, dict(c.inputs), dict(c.attrs), conv.precision("float32"))
+    y = oracles.round_to("float32", ev.outputs["y"]).copy()
+    y.reshape(-1)[2] = -0.0
+    variant = bugzoo.variant("rms_norm_subtracts_mean", "rms_norm").evaluate(c.mode, dict(c.inputs), dict(c.attrs),
+                                                                         c.dtype)["y"]
+    departs = oracles.error_ratio(variant, ev.outputs["y"], ev.bounds["y"], "float32").reshape(-1)[2]
+    assert MATCH < departs < EVIDENCE and variant.reshape(-1)[2] == 0
+    verdict, finding = judge(c, ok(c, {"y": y}), conv)
+    assert verdict.category == "mismatch" and MATCH < verdict.max_ratio < EVIDENCE
+    assert finding.category == "precision" and finding.signature == "y", finding
