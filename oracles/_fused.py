@@ -1,4 +1,4 @@
-"""Fused float64 kernels for the error model's per-element passes (numba-compiled numpy ufuncs).
+"""Fused float64 kernels for the error model's per-element passes (numba-compiled loops).
 
 Why. On a large set the error model's numpy code makes some sixty passes over float64 arrays the
 size of the input (every `np.abs`, product, `np.where` and `_clean` is one pass with its own
@@ -15,17 +15,19 @@ Scope. float64 only: `EXT` (numpy.longdouble) has no numba type, so an EXT evalu
 code. `errormodel` calls a kernel only when `active()` holds: numba importable, not disabled by
 `NORMFUZZ_NO_JIT=1` (or `disabled()`), and the evaluation working in float64.
 
-Floating-point status. The kernels are numpy ufuncs: numpy reads the processor's status flags after
-the loop and applies the current `numpy.errstate`, as after its own loops. Inside `dtypes.range_guard`
-an overflow or underflow in a kernel therefore raises FloatingPointError and the evaluation moves to
-EXT, as it does for the numpy code. (The compiler may skip an operation whose result a branch
-discards, so a flag the numpy code raises on such a discarded value may not be raised here; the
-evaluation then stays in float64, whose every *used* intermediate stayed in range: that is what the
-guard is for.)
+Floating-point status. A compiled loop called from Python is not a numpy ufunc, so numpy does not
+read the processor's status flags after it: `_Kernels._run` clears them before the loop and reads
+them after it (libm's `feclearexcept` / `fetestexcept`) and applies the current `numpy.errstate` as
+numpy does (`_check_status`). Inside `dtypes.range_guard` an overflow or underflow in a kernel
+therefore raises FloatingPointError and the evaluation moves to EXT, as it does for the numpy code.
+Off x86-64, and for operands of more than 4 axes, the kernels run as numba ufuncs, which numpy checks
+itself. (The compiler may skip an operation whose result a branch discards, so a flag the numpy code
+raises on such a discarded value may not be raised here; the evaluation then stays in float64, whose
+every *used* intermediate stayed in range: that is what the guard is for.)
 
-Compilation. The first use in a process compiles the kernels (one signature each, about 10 s, once
+Compilation. The first use in a process compiles the kernels (one signature each, about 6 s, once
 per machine) or loads them from numba's cache (`cache=True`: `oracles/__pycache__`, or numba's user
-cache folder when that is read-only; about 0.4 s with numba's import).
+cache folder when that is read-only; about 0.5 s with numba's import).
 """
 
 from __future__ import annotations
@@ -287,7 +289,7 @@ class _Kernels:
 
     def ratio(self, a, ref, bound, thr):
         a = np.asarray(a)
-        if a.dtype not in (np.float32, np.float64):
+        if a.dtype not in (np.float32, np.float64):  # (half formats exactly; EXT rounded, +-inf beyond range)
             a = a.astype(np.float64)
         return self._run(self._ratio_loop, "_ratio_ufunc",
                          [a, np.asarray(ref, dtype=np.float64), np.asarray(bound, dtype=np.float64)], (thr,))
@@ -295,10 +297,10 @@ class _Kernels:
     def _run(self, loop, ufunc, arrays, scalars):
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
         scalars = tuple(bool(v) if isinstance(v, (bool, np.bool_)) else float(v) for v in scalars)
+        out = np.empty(shape, dtype=np.float64)
         keep = [d for d, n in enumerate(shape) if n != 1]  # (axes of length 1 everywhere: dropped, so
         if len(keep) > 4 or _FENV is None:                 # that (N, C, 1) loops over C, not over 1)
-            return getattr(self, ufunc)(*arrays, *scalars)
-        out = np.empty(shape, dtype=np.float64)
+            return getattr(self, ufunc)(*arrays, *scalars, out=out)
         views = []
         for a in [out] + arrays:  # (reshapes that drop or add axes of length 1: views, no copy)
             full = (1,) * (len(shape) - a.ndim) + a.shape

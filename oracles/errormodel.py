@@ -355,12 +355,12 @@ def _forward_bounds_fused(f: Forward, p: Precision) -> dict[str, np.ndarray]:
     """`forward_bounds` with the bound of y from `_fused` (the per-set bounds as in numpy)."""
     s = set_errors(f, p)
     ue = p.u_e
-    mask = f.bad_grad if not f.norm.centered else f.bad
-    zero = mask if (not f.stats_given and mask.any()) else False
+    zero = _decided_sets(f)
     with quiet(invalid="ignore", over="ignore", divide="ignore"):
         y = _fused.kernels().y_bound(
             f.x, f.c, f.xhat, f.y, 1.0 if f.gamma is None else f.gamma, 0.0 if f.beta is None else f.beta,
-            f.mean, f.r, s.e_mu, s.rho_r, s.free, zero, g(1, ue), g(2, ue), p.eta_e, 3 * p.eta_e, p.u_o,
+            f.mean, f.r, s.e_mu, s.rho_r, s.free, False if zero is None else zero, g(1, ue), g(2, ue),
+            p.eta_e, 3 * p.eta_e, p.u_o,
             p.eta_o, _limit(p, 1), _limit(p, 2), _limit(p, 3), f.norm.centered, f.stats_given)
     return {"y": y, **_stat_bounds(f, p, s)}
 
@@ -410,10 +410,17 @@ def _zero_where_bad(f: Forward, b: np.ndarray, *, grad: bool = False) -> np.ndar
     (NaN, the IEEE mean, or, for an infinity in an uncentered set, r = 0 and a zero output), so a
     finite framework output where NaN is due, or a nonzero one where zero is, is a difference.
     Gradients (`grad`) use the wider set of sets holding any non-finite value."""
-    mask = f.bad_grad if (grad or not f.norm.centered) else f.bad
-    if f.stats_given or not mask.any():
+    mask = _decided_sets(f, grad=grad)
+    if mask is None:
         return b
     return np.where(np.broadcast_to(mask, np.broadcast_shapes(mask.shape, b.shape)), 0.0, b)
+
+
+def _decided_sets(f: Forward, *, grad: bool = False) -> np.ndarray | None:
+    """The keepdims mask of the sets whose bounds `_zero_where_bad` sets to 0, or None when there
+    are none (given statistics, or no set the NaN rule decides)."""
+    mask = f.bad_grad if (grad or not f.norm.centered) else f.bad
+    return None if f.stats_given or not mask.any() else mask
 
 
 def _rp_relative(f: Forward, s: StatErrors) -> np.ndarray:
@@ -701,11 +708,8 @@ def error_ratio(actual, ref, bound, dtype: str) -> np.ndarray:
     """
     t = _judging_type(ref, bound)
     if _fused.active(t):
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            a = np.asarray(actual)
-            if a.dtype.itemsize > 8 or a.dtype.kind != "f":
-                a = a.astype(t)
-            return np.asarray(_fused.kernels().ratio(a, ref, bound, overflow_threshold(dtype, t)))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # (and for the cast to float64)
+            return _fused.kernels().ratio(actual, ref, bound, overflow_threshold(dtype, t))
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         # an EXT `actual` beyond float64's range (only unrounded values can be) becomes +-inf
         a = np.asarray(actual).astype(t)
