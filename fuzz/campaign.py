@@ -319,26 +319,47 @@ class Campaign:
     def _run_one(self, rid: str, spec, case, refs: _Refs | None = None,
                  accepted: Reference | None = None) -> tuple[Any, Finding | None]:
         """Run `case` alone on `rid` and judge it: ((outcome, verdict), finding), or (None, None)
-        when the runner's worker cannot start. `refs`: the case's oracle evaluations so far.
+        when the runner's worker cannot start (`_run_alone` for one case)."""
+        return self._run_alone(rid, spec, [case], None if refs is None else [refs],
+                               None if accepted is None else [accepted])[0]
 
-        `accepted`: a reference known to accept the case, with its output shapes (a member's part
-        of its family's packed evaluation: the oracle accepts a packed case only if it accepts every
-        member, tests/fuzz/test_packing.py). An outcome without outputs (raised, crashed, timed out,
-        bad or unsupported) is judged by it, since its verdict only asks whether the oracle accepts
-        the case; the case's own evaluation is made only for outputs to compare."""
-        refs = _Refs(case) if refs is None else refs
-        prec = self._precision(rid, case)
+    def _run_alone(self, rid: str, spec, cases: list, refs: list[_Refs] | None = None,
+                   accepted: list[Reference | None] | None = None) -> list[tuple[Any, Finding | None]]:
+        """Run each of `cases` (members of `spec`'s family) alone on `rid`, one framework call
+        each, and judge each: per case ((outcome, verdict), finding), or (None, None) when the
+        runner's worker cannot start. `refs`: each case's oracle evaluations so far.
+
+        The cases go to the worker in batches (`Worker.run_batch`: one request, one reply, each case
+        still its own call) of at most `pack_elements` data elements, the budget of a packed call.
+
+        `accepted`: per case, None or a reference known to accept the case, with its output shapes
+        (a member's part of its family's packed evaluation: the oracle accepts a packed case only if
+        it accepts every member, tests/fuzz/test_packing.py). An outcome without outputs (raised,
+        crashed, timed out, bad or unsupported) is judged by it, since its verdict only asks whether
+        the oracle accepts the case; the case's own evaluation is made only for outputs to compare."""
+        n = len(cases)
+        if not n:
+            return []
+        refs = [_Refs(c) for c in cases] if refs is None else refs
+        accepted = [None] * n if accepted is None else accepted
         w = self._worker(rid)
         if w is None:
-            return None, None
-        if accepted is not None:
-            outcome = w.run(case, expected=_expected_shapes(accepted))
-            if outcome.status != "OK":
-                return self._judge(rid, spec, case, outcome, accepted)
-            ref = refs.first(prec)
-        else:
-            ref = refs.first(prec)
-            outcome = w.run(case, expected=_expected_shapes(ref))
+            return [(None, None)] * n
+        precs = [self._precision(rid, c) for c in cases]
+        expected = [_expected_shapes(a if a is not None else r.first(p))
+                    for a, r, p in zip(accepted, refs, precs)]
+        per_call = max(1, self.cfg.pack_elements // max(1, _data_elements(spec)))
+        outcomes = []
+        for k in range(0, n, per_call):
+            outcomes += w.run_batch(cases[k:k + per_call], expected[k:k + per_call])
+        return [self._judge_alone(rid, spec, *args) for args in zip(cases, outcomes, refs, precs, accepted)]
+
+    def _judge_alone(self, rid: str, spec, case, outcome, refs: _Refs, prec,
+                     accepted: Reference | None) -> tuple[Any, Finding | None]:
+        """`_run_alone`'s judgement of one case's outcome."""
+        if accepted is not None and outcome.status != "OK":
+            return self._judge(rid, spec, case, outcome, accepted)
+        ref = refs.first(prec)
         if outcome.status == "OK" and not refs.is_exact(ref, prec):  # judged by the FTZ twin first
             verdict = compare(case, outcome, ref)
             if verdict.category == "agree":  # (judge = compare + triage, and triage of agree is None)
@@ -431,16 +452,20 @@ class Campaign:
                     # bounds the packed ones): each member agrees, no per-member comparison needed
                     agreed[rid] = whole
                     continue
+                flagged = []
                 for i, m in enumerate(members):
                     o = Outcome(rid, m.id, "OK", outputs=parts[i], seconds=per_case)
-                    verdict, finding = compare(m, o, parts_of(prec)[i]), None
-                    res = (o, verdict)
+                    verdict = compare(m, o, parts_of(prec)[i])
                     if verdict.is_finding:  # confirm alone: only the solo run is judged and counts
-                        res, finding = self._run_one(rid, spec, m)
-                        if res is None:
-                            continue
-                        if finding is None:
-                            st.unconfirmed += 1
+                        flagged.append(i)
+                    else:
+                        results[i].append((rid, (o, verdict), None))
+                alone = self._run_alone(rid, spec, [members[i] for i in flagged])
+                for i, (res, finding) in zip(flagged, alone):
+                    if res is None:
+                        continue
+                    if finding is None:
+                        st.unconfirmed += 1
                     results[i].append((rid, res, finding))
         # members alone: runners that cannot take the packed case, or whose packed call failed as a
         # whole; when the oracle accepted the packed case, its parts judge outcomes without outputs
@@ -448,10 +473,10 @@ class Campaign:
         if packed is not None and refs.done and all(r.evaluation is not None for r in refs.done.values()):
             accepted = parts_of(next(iter(refs.done)))
         if solo_rids:
-            for i, m in enumerate(members):
-                mrefs = _Refs(m, {self._precision(rid, m) for rid in solo_rids})
-                for rid in solo_rids:
-                    res, finding = self._run_one(rid, spec, m, mrefs, accepted[i] if accepted else None)
+            mrefs = [_Refs(m, {self._precision(rid, m) for rid in solo_rids}) for m in members]
+            for rid in solo_rids:
+                alone = self._run_alone(rid, spec, members, mrefs, accepted)
+                for i, (res, finding) in enumerate(alone):
                     if res is not None:
                         results[i].append((rid, res, finding))
         return agreed, results
@@ -460,15 +485,21 @@ class Campaign:
         k = (case.op, case.mode, rid, case.dtype, spec.regime, category)
         self.state.counts[k] = self.state.counts.get(k, 0) + n
 
-    def _record(self, case, spec, outcome, verdict, finding: Finding) -> str:
-        key = bucket_key(*finding.key)
-        is_new = self.store.record_finding(case, outcome, finding, verdict)[2]
-        self.state.findings += 1
-        if is_new:
-            self.state.new_buckets.append(key)
-            self.state.pending[key] = (spec, case, outcome.outputs)
-        self.state.seen.add(key)
-        return key
+    def _record(self, spec, found: list[tuple]) -> list[str]:
+        """Store the findings `found` ((case, outcome, verdict, finding) each) in one transaction;
+        their bucket keys, in order."""
+        recorded = self.store.record_findings([(case, outcome, finding, verdict)
+                                               for case, outcome, verdict, finding in found])
+        keys = []
+        for (case, outcome, _, finding), rec in zip(found, recorded):
+            key = bucket_key(*finding.key)
+            self.state.findings += 1
+            if rec[2]:
+                self.state.new_buckets.append(key)
+                self.state.pending[key] = (spec, case, outcome.outputs)
+            self.state.seen.add(key)
+            keys.append(key)
+        return keys
 
     def _test(self, spec) -> None:
         """The Hypothesis test function: one spec's family, every runner (or the shrink target's)."""
@@ -499,6 +530,7 @@ class Campaign:
             if np.isfinite(verdict.max_ratio):
                 label = f"{members[0].op}:{rid}"
                 scores[label] = max(scores.get(label, -np.inf), min(float(verdict.max_ratio), 1e30))
+        found = []
         for case, per_runner in zip(members, results):
             for rid, res, finding in per_runner:
                 outcome, verdict = res
@@ -507,11 +539,13 @@ class Campaign:
                     label = f"{case.op}:{rid}"
                     scores[label] = max(scores.get(label, -np.inf), min(float(verdict.max_ratio), 1e30))
                 if finding is not None:
-                    key = self._record(case, spec, outcome, verdict, finding)
-                    if self.stop_when is not None and not st.stopped and self.stop_when(finding):
-                        st.stopped, st.cases_at_stop = True, st.cases
-                    if key in st.pending and raise_for is None and self.cfg.minimize:
-                        raise_for = (key, rid, case, finding, res)
+                    found.append((case, outcome, verdict, finding, rid, res))
+        keys = self._record(spec, [f[:4] for f in found]) if found else []
+        for (case, _, _, finding, rid, res), key in zip(found, keys):
+            if self.stop_when is not None and not st.stopped and self.stop_when(finding):
+                st.stopped, st.cases_at_stop = True, st.cases
+            if key in st.pending and raise_for is None and self.cfg.minimize:
+                raise_for = (key, rid, case, finding, res)
         for label, score in scores.items():  # (Hypothesis takes one score per label and example)
             target(score, label=label)
         self._maybe_flush()

@@ -13,6 +13,7 @@ that started it dies, even by SIGKILL, so a hung worker never outlives a killed 
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -27,7 +28,7 @@ import numpy as np
 
 from .importpath import import_path
 from .outcome import Outcome
-from .wire import PeerClosed, WireError, read_message, write_message
+from .wire import PeerClosed, WireError, batch, read_message, unbatch, write_message
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -324,12 +325,60 @@ class Worker:
         if isinstance(got, Outcome):
             return _with_case(got, case.id)
         header, arrays = got
-        status = header["status"]
-        if status == "INTERNAL":
+        if header["status"] == "INTERNAL":
             raise InternalError(f"{self.runner_id} on case {case.id} ({case.summary()}):\n{header['error']}")
-        secs = float(header.get("seconds", time.perf_counter() - t0))
         if self.recycle:  # (the answer's arrays own their bytes: a restart cannot touch them)
             self._maybe_recycle()
+        return self._outcome(case, header, arrays, expected, t0)
+
+    def run_batch(self, cases, expected=None) -> list[Outcome]:
+        """The outcomes of `cases`, each run alone (its own framework call, as `run` runs it), sent
+        in one request and answered in one reply (`expected`: one mapping or None per case). When
+        the batch does not come back whole (the worker crashed, hung past `timeout` seconds per
+        case, or went over its memory limit on one of them), every case of it is run again with
+        `run`, one request each: each outcome is then the case's own (a crash is the crashing
+        case's, not its batch's)."""
+        cases = list(cases)
+        expected = [None] * len(cases) if expected is None else list(expected)
+        if len(cases) <= 1:
+            return [self.run(c, expected=e) for c, e in zip(cases, expected)]
+        if self.proc is None:
+            if self._fds is None and self.version:
+                self.restarts += 1
+            self.start()
+        t0 = time.perf_counter()
+        wires = [c.to_wire() for c in cases]
+        try:
+            write_message(self._fds[0], {"cases": [m for m, _ in wires]}, batch([a for _, a in wires]))
+            got = self._wait(self.timeout * len(cases))
+        except (BrokenPipeError, OSError):
+            got = self._death(t0)
+        if got is None:
+            self._kill()
+        if got is None or isinstance(got, Outcome):  # (the worker is gone: `run` starts another)
+            return [self.run(c, expected=e) for c, e in zip(cases, expected)]
+        header, arrays = got
+        if header["status"] == "INTERNAL":
+            i = header.get("index")
+            c = cases[i] if isinstance(i, int) and 0 <= i < len(cases) else None
+            raise InternalError(f"{self.runner_id} on case {c.id} ({c.summary()}) of a batch:\n{header['error']}"
+                                if c is not None else f"{self.runner_id} on a batch:\n{header['error']}")
+        replies = header.get("replies")
+        if header["status"] != "BATCH" or not isinstance(replies, list) or len(replies) != len(cases):
+            raise InternalError(f"{self.runner_id} answered a batch of {len(cases)} cases with "
+                                f"{json.dumps(header)[:300]}")
+        try:
+            parts = unbatch(arrays, len(cases))
+        except WireError as exc:
+            raise InternalError(f"{self.runner_id} answered a batch with {exc}") from None
+        if self.recycle:
+            self._maybe_recycle(len(cases))
+        return [self._outcome(c, h, a, e, t0) for c, h, a, e in zip(cases, replies, parts, expected)]
+
+    def _outcome(self, case, header, arrays, expected, t0: float) -> Outcome:
+        """The Outcome of one answer (OK, RAISED, UNSUPPORTED or BAD_OUTPUT) for `case`."""
+        status = header["status"]
+        secs = float(header.get("seconds", time.perf_counter() - t0))
         if status == "OK":
             bad = _check_expected(arrays, expected, case)
             if bad:
@@ -339,11 +388,10 @@ class Worker:
                        error=_clean_text(header.get("error", "")), detail=_clean_text(header.get("detail", "")),
                        seconds=secs)
 
-
-    def _maybe_recycle(self) -> None:
-        """Count an answer; past WARM_CALLS, close the worker when its memory grew by RECYCLE_GROWTH
+    def _maybe_recycle(self, answers: int = 1) -> None:
+        """Count answers; past WARM_CALLS, close the worker when its memory grew by RECYCLE_GROWTH
         over its baseline (the next case starts a fresh one: `restarts` counts it)."""
-        self._served += 1
+        self._served += answers
         if self._served < WARM_CALLS or self.proc is None:
             return
         rss = _rss_bytes(self.proc.pid)

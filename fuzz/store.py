@@ -932,6 +932,53 @@ class Store:
         A second call for the same (case, runner) in this campaign (a case re-run after a kill) writes
         nothing and returns the first finding's id and bucket, with is_new_bucket False.
         """
+        return self.record_findings([(case, outcome, finding, verdict, {
+            "category": category, "signature": signature, "explanation": explanation, "max_ratio": max_ratio,
+            "details": details, "worst_output": worst_output, "worst_index": worst_index,
+            "nan_mismatches": nan_mismatches, "regime": regime, "known_issue": known_issue})])[0]
+
+    def record_findings(self, items: Iterable[tuple]) -> list[Recorded]:
+        """`record_finding` for several findings in one transaction (one write lock, one commit:
+        a campaign stores a family's findings at once). `items`: tuples (case, outcome, finding,
+        verdict) or (case, outcome, finding, verdict, keywords), the keywords those of
+        `record_finding`. Every item is checked before anything is written: one invalid item
+        raises and stores none of them. Returns one `Recorded` per item, in order."""
+        rows = []
+        for item in items:
+            case, outcome, finding, verdict, *kw = item
+            rows.append(self._finding_rows(case, outcome, finding, verdict, **(kw[0] if kw else {})))
+        if not rows:
+            return []
+        out = []
+        with self._write("record a finding") as conn:
+            for key, known, category, signature, case, outcome, regime, explanation, ratio, details_json, \
+                    case_row, outcome_row in rows:
+                found = conn.execute(_FIND_FINDING, (self._campaign_id, case.id, outcome.runner)).fetchone()
+                if found is not None:
+                    out.append(Recorded(int(found[0]), found[1], False))
+                    continue
+                now = _now()
+                conn.execute(_INSERT_CASE, case_row)
+                conn.execute(_INSERT_OUTCOME, outcome_row)
+                is_new = conn.execute(_INSERT_BUCKET, (
+                    key, case.op, case.mode, outcome.runner, case.dtype, category, signature,
+                    "known" if known else "new", known, now, now,
+                )).rowcount == 1
+                finding_id = conn.execute(_INSERT_FINDING, (
+                    self._campaign_id, case.id, outcome.runner, case.op, case.mode, case.dtype, regime, category,
+                    signature, explanation, ratio, details_json, key, now,
+                )).lastrowid
+                conn.execute(_COUNT_FINDING, (now, known, known, key))
+                out.append(Recorded(int(finding_id), key, is_new))
+        return out
+
+    def _finding_rows(self, case: Case, outcome: Outcome, finding: Any = None, verdict: Any = None, *,
+                      category: str | None = None, signature: str | None = None,
+                      explanation: str | None = None, max_ratio: float | None = None,
+                      details: Mapping[str, Any] | None = None, worst_output: str | None = None,
+                      worst_index: Sequence[int] | None = None, nan_mismatches: int | None = None,
+                      regime: str | None = None, known_issue: str | None = None) -> tuple:
+        """`record_finding`'s checks, and the values its transaction writes."""
         if not isinstance(case, Case):
             raise TypeError(f"case is a {type(case).__name__}; expected a fuzz.case.Case")
         if not isinstance(outcome, Outcome):
@@ -976,23 +1023,8 @@ class Store:
             outcome.exit_code, outcome.signal, ratio, worst_output, index_json, nan_count, verdict_json,
         )
 
-        with self._write("record a finding") as conn:
-            found = conn.execute(_FIND_FINDING, (self._campaign_id, case.id, outcome.runner)).fetchone()
-            if found is not None:
-                return Recorded(int(found[0]), found[1], False)
-            now = _now()
-            conn.execute(_INSERT_CASE, case_row)
-            conn.execute(_INSERT_OUTCOME, outcome_row)
-            is_new = conn.execute(_INSERT_BUCKET, (
-                key, case.op, case.mode, outcome.runner, case.dtype, category, signature,
-                "known" if known else "new", known, now, now,
-            )).rowcount == 1
-            finding_id = conn.execute(_INSERT_FINDING, (
-                self._campaign_id, case.id, outcome.runner, case.op, case.mode, case.dtype, regime, category,
-                signature, explanation, ratio, details_json, key, now,
-            )).lastrowid
-            conn.execute(_COUNT_FINDING, (now, known, known, key))
-        return Recorded(int(finding_id), key, is_new)
+        return (key, known, category, signature, case, outcome, regime, explanation, ratio, details_json,
+                case_row, outcome_row)
 
     def set_minimal(self, key: str, case: Case, ratio: float | None = None, explanation: str | None = None, *,
                     regime: str | None = None, outputs: Mapping[str, Any] | None = None) -> None:

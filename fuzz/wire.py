@@ -79,3 +79,20 @@ def write_message(fd: int, header: Mapping[str, Any], arrays: Mapping[str, np.nd
     while data:
         n = os.write(fd, data)
         data = data[n:]
+
+
+def batch(parts) -> dict[str, np.ndarray]:
+    """The arrays of several cases (or answers) as one message's arrays: part i's "name" becomes
+    "i/name"; `unbatch` inverts it."""
+    return {f"{i}/{k}": v for i, part in enumerate(parts) for k, v in part.items()}
+
+
+def unbatch(arrays: Mapping[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
+    """The `n` parts `batch` joined (a name without a valid index raises WireError)."""
+    parts: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
+    for k, v in arrays.items():
+        i, sep, name = k.partition("/")
+        if not sep or not i.isdigit() or int(i) >= n:
+            raise WireError(f"array {k!r} names no part of a batch of {n}")
+        parts[int(i)][name] = v
+    return parts

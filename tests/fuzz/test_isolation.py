@@ -171,3 +171,71 @@ def test_a_worker_has_its_own_temporary_folder_removed_when_it_exits(tmp_path):
         second = _worker_tmpdir(w)
         assert second != first and list(tmp_path.iterdir()) == [second]
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- batches: several cases in one request, each still run alone
+
+BATCH_FAULTS = [("segfault", {}), ("abort", {}), ("exit", {}), ("sys_exit", {}), ("hang", {"timeout": 2.0}),
+                ("oom", {"memory_mb": 400}), ("raise", {}), ("wrong_shape", {}), ("not_array", {}),
+                ("unknown_output", {}), ("noisy", {})]
+
+
+def _same_outcome(a, b):
+    assert (a.runner, a.case_id, a.status, a.error_type, a.exit_code, a.signal) == \
+        (b.runner, b.case_id, b.status, b.error_type, b.exit_code, b.signal), (a, b)
+    assert sorted(a.outputs) == sorted(b.outputs)
+    for k in a.outputs:
+        np.testing.assert_array_equal(a.outputs[k], b.outputs[k])
+
+
+@pytest.mark.parametrize("fault,kw", BATCH_FAULTS, ids=[f for f, _ in BATCH_FAULTS])
+def test_a_batch_gives_each_case_the_outcome_it_has_alone(fault, kw):
+    """Good cases around a faulty one, as one batch and one request at a time: the same outcome for
+    every case (a crash, hang or memory overrun is the faulty case's alone), then the worker
+    answers again."""
+    cases = [ln_case(seed=0), ln_case(seed=1), ln_case(eps=TRIGGER_EPS, seed=2), ln_case(seed=3)]
+    expected = [EXPECTED] * len(cases)
+    with Worker(SPEC, f"faulty.{fault}.sometimes", **kw) as w:
+        batched = w.run_batch(cases, expected)
+        alone = [w.run(c, expected=EXPECTED) for c in cases]
+        after = w.run(ln_case(seed=4), expected=EXPECTED)
+    assert len(batched) == len(cases)
+    for a, b in zip(batched, alone):
+        _same_outcome(a, b)
+    assert [o.status for o in batched[:2] + batched[3:]] == ["OK"] * 3 and after.status == "OK"
+    assert (batched[2].status == "OK") == (fault == "noisy")  # (noisy: honest, writes a lot)
+
+
+def test_a_batch_is_one_request_and_one_answer(monkeypatch):
+    """Honest cases: one message each way for the whole batch, and the answers those of single runs."""
+    import fuzz.isolation as iso
+
+    sent = []
+    real = iso.write_message
+    monkeypatch.setattr(iso, "write_message", lambda fd, header, arrays={}: (sent.append(header), real(fd, header, arrays)))
+    cases = [ln_case(seed=i) for i in range(5)]
+    with Worker(SPEC, "faulty.none") as w:
+        batched = w.run_batch(cases, [EXPECTED] * 5)
+        assert len(sent) == 1 and len(sent[0]["cases"]) == 5
+        alone = [w.run(c, expected=EXPECTED) for c in cases]
+    for a, b in zip(batched, alone):
+        _same_outcome(a, b)
+        assert a.status == "OK"
+
+
+def test_a_batch_with_an_internal_error_raises_naming_the_case():
+    with Worker(SPEC, "faulty.internal") as w:
+        with pytest.raises(InternalError, match=f"on case {ln_case(seed=0).id} .* of a batch:(.|\n)*KeyError"):
+            w.run_batch([ln_case(seed=0), ln_case(seed=1)])
+
+
+def test_batch_arrays_round_trip_and_unknown_names_are_refused():
+    from fuzz.wire import WireError, batch, unbatch
+
+    parts = [{"x": np.arange(3.0), "a/b": np.ones(2)}, {}, {"x": np.zeros((2, 2), np.float32)}]
+    back = unbatch(batch(parts), 3)
+    assert [sorted(p) for p in back] == [["a/b", "x"], [], ["x"]]
+    assert back[0]["a/b"] is parts[0]["a/b"] and back[2]["x"] is parts[2]["x"]
+    for bad in ({"x": np.ones(1)}, {"3/x": np.ones(1)}, {"-1/x": np.ones(1)}):
+        with pytest.raises(WireError):
+            unbatch(bad, 3)

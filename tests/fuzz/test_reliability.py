@@ -401,14 +401,16 @@ def patched_test(self, spec):
     return test(self, spec)
 campaign.Campaign._test = patched_test
 
-record = store.Store.record_finding
-def patched_record(self, case, outcome, *a, **kw):
+record = store.Store.record_findings
+def patched_record(self, items):
+    items = list(items)
     hit("before_record")
-    r = record(self, case, outcome, *a, **kw)
-    print(json.dumps(["committed", case.id, outcome.runner, r.bucket_key]), flush=True)
+    rs = record(self, items)
+    for (case, outcome, *_), r in zip(items, rs):
+        print(json.dumps(["committed", case.id, outcome.runner, r.bucket_key]), flush=True)
     hit("after_record")
-    return r
-store.Store.record_finding = patched_record
+    return rs
+store.Store.record_findings = patched_record
 
 for name in ("checkpoint", "set_minimal"):
     def patched(self, *a, _orig=getattr(store.Store, name), _name=name, **kw):

@@ -244,6 +244,34 @@ def test_record_finding_rejects_mismatched_records(store):
     assert store.findings() == [] and store.buckets() == []
 
 
+def test_record_findings_stores_a_list_in_one_transaction_as_single_calls_would(store, tmp_path):
+    """A family's findings in one call: the same rows, ids in order and new-bucket flags as one call
+    per finding (a repeated (case, runner) written once), in one write transaction; an invalid item
+    stores none of them."""
+    cases = [make_case(i) for i in range(4)]
+    items = [(c, outcome(c), None, None, {"category": "accuracy", "signature": "s" if i % 2 else "t"})
+             for i, c in enumerate(cases)]
+    items.append(items[0])  # the same (case, runner) again
+    with Store.create(tmp_path / "one", CAMPAIGN) as single:
+        want = [single.record_finding(c, o, f, v, **kw) for c, o, f, v, kw in items]
+        want_rows = [(f["case_id"], f["signature"], f["bucket_key"]) for f in single.findings()]
+    begins = []
+    store._conn.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    got = store.record_findings(items)
+    store._conn.set_trace_callback(None)
+    assert len(begins) == 1
+    assert [(r.bucket_key, r.is_new_bucket) for r in got] == [(r.bucket_key, r.is_new_bucket) for r in want]
+    assert [r.finding_id for r in got] == [r.finding_id for r in want]
+    assert [(f["case_id"], f["signature"], f["bucket_key"]) for f in store.findings()] == want_rows
+    assert {b["key"]: b["count"] for b in store.buckets()} == {want[0].bucket_key: 2, want[1].bucket_key: 2}
+    c = make_case(9)
+    bad = [(c, outcome(c), None, None, {"category": "accuracy", "signature": "u"}),
+           (c, outcome(make_case(8)), None, None, {"category": "accuracy", "signature": "u"})]
+    with pytest.raises(ValueError, match="case_id"):
+        store.record_findings(bad)
+    assert len(store.findings()) == 4 and store.record_findings([]) == []
+
+
 from fuzz.triage import Finding as FindingRecord  # noqa: E402 - the record the campaign passes
 
 
