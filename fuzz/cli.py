@@ -585,6 +585,10 @@ def _configure_selftest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=_csv, default=[], metavar="OP,..", help="only variants of these ops")
     parser.add_argument("--max-cases", type=_positive_int, default=2000, help="cases allowed per variant")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pack", type=_positive_int, default=1, metavar="K",
+                        help="the campaigns' --pack (default 1: cases counts distinct cases to detection; "
+                             "64, a campaign's default, measures detection through packed calls, cases "
+                             "then counting whole families)")
     parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
 
 
@@ -610,10 +614,11 @@ def _run_selftest(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     scores = score(variants=args.variants or None, ops=args.ops or None, max_cases=args.max_cases,
-                   seed=args.seed, on_score=show)
+                   seed=args.seed, pack=args.pack, on_score=show)
     missed = [s for s in scores if not s.detected]
     w(f"{len(scores) - len(missed)} of {len(scores)} variants detected with the right explanation within "
-      f"{args.max_cases} cases; median {sorted(s.cases for s in scores)[len(scores) // 2] if scores else 0} cases\n")
+      f"{args.max_cases} cases; median {sorted(s.cases for s in scores)[len(scores) // 2] if scores else 0} cases"
+      f"{f' (--pack {args.pack})' if args.pack != 1 else ''}\n")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([s.to_dict() for s in scores], f, indent=2)

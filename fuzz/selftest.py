@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .runners.base import Conventions, Runner, Unsupported
+from .runners.base import Conventions, FrameworkRaised, Runner, Unsupported
 
 SPEC = "fuzz.selftest:runners"
 
@@ -45,12 +45,18 @@ class VariantRunner(Runner):
         return why
 
     def run(self, case):
+        """The variant's outputs; a case the variant does not apply to is unsupported, and one the
+        oracle rejects (an invalid input: the variant validates as the oracle does) raises, as a
+        framework that checks its inputs does."""
         import bugzoo
+        from oracles.errors import OracleInputError
 
         try:
             outs = self.variant.evaluate(case.mode, dict(case.inputs), dict(case.attrs), case.dtype)
         except bugzoo.NotApplicable as e:
             raise Unsupported(str(e)) from e
+        except OracleInputError as e:
+            raise FrameworkRaised(f"{type(e).__module__}.{type(e).__qualname__}", str(e)) from e
         return {k: np.asarray(v) for k, v in outs.items()}
 
 
@@ -71,13 +77,21 @@ class Score:
     seconds: float
     explanation: str
     first_signature: str
+    pack: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def score_one(runner: VariantRunner, *, max_cases: int = 2000, seed: int = 0, timeout: float = 60.0) -> Score:
-    """Run a campaign against one injected variant until it is caught with the right explanation."""
+def score_one(runner: VariantRunner, *, max_cases: int = 2000, seed: int = 0, timeout: float = 60.0,
+              pack: int = 1) -> Score:
+    """Run a campaign against one injected variant until it is caught with the right explanation.
+
+    `pack`: the campaign's `--pack`. At 1 (the default) each Hypothesis example is one case, and
+    `cases` counts the distinct cases drawn up to the detecting one. Above 1 each example is a
+    family evaluated in one packed call (as a default campaign runs) and a flagged member is
+    confirmed alone; `cases` then counts whole families, up to the end of the detecting one:
+    whether packing hides a variant, and what it costs in cases and seconds to catch it."""
     from .campaign import Campaign, CampaignConfig
 
     v = runner.variant
@@ -95,19 +109,19 @@ def score_one(runner: VariantRunner, *, max_cases: int = 2000, seed: int = 0, ti
     with tempfile.TemporaryDirectory(prefix="normfuzz-selftest-") as d:
         cfg = CampaignConfig(out=d, ops=[v.op], modes=list(v.modes), dtypes=list(v.dtypes), runners=[runner.id],
                              plugins=[SPEC], max_cases=max_cases, seed=seed, timeout=timeout, minimize=False,
-                             pack=1)  # the score counts distinct drawn cases to detection, one per example
+                             pack=pack)
         c = Campaign(cfg, stop_when=stop, write_report=False)
         t0 = time.perf_counter()
         c.run()
         secs = time.perf_counter() - t0
         cases = c.state.cases_at_stop if hit else c.state.cases
     return Score(v.name, v.op, bool(hit), cases, secs, hit[0].explanation if hit else "",
-                 first[0] if first else "")
+                 first[0] if first else "", pack)
 
 
 def score(*, variants: list[str] | None = None, ops: list[str] | None = None, max_cases: int = 2000,
-          seed: int = 0, on_score: Callable[[Score], None] | None = None) -> list[Score]:
-    """Score every selected variant (names and/or ops; default all)."""
+          seed: int = 0, pack: int = 1, on_score: Callable[[Score], None] | None = None) -> list[Score]:
+    """Score every selected variant (names and/or ops; default all) at campaign `--pack` `pack`."""
     out = []
     for r in runners():
         v = r.variant
@@ -115,7 +129,7 @@ def score(*, variants: list[str] | None = None, ops: list[str] | None = None, ma
             continue
         if ops and v.op not in ops:
             continue
-        s = score_one(r, max_cases=max_cases, seed=seed)
+        s = score_one(r, max_cases=max_cases, seed=seed, pack=pack)
         out.append(s)
         if on_score:
             on_score(s)

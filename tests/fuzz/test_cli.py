@@ -153,3 +153,14 @@ def test_a_campaign_says_which_runners_did_not_run_and_why(tmp_path, capsys):
     lines = [ln for ln in out.splitlines() if ln.startswith("unavailable:")]
     assert len(lines) == 1 and lines[0].startswith("unavailable: startup.broken did not run (")
     assert "no device" in lines[0]
+
+
+def test_selftest_pack_option_reaches_the_campaigns_and_the_json(capsys, tmp_path):
+    f = tmp_path / "scores.json"
+    code, out, err = run(capsys, "selftest", "--variants", "eps_outside_sqrt", "--ops", "layer_norm", "--pack", "64",
+                         "--json", str(f))
+    assert code == 0, err
+    assert "1 of 1 variants detected" in out and "(--pack 64)" in out
+    (s,) = json.loads(f.read_text())
+    assert (s["variant"], s["op"], s["detected"], s["pack"]) == ("eps_outside_sqrt", "layer_norm", True, 64)
+    assert s["cases"] % 64 == 0

@@ -1111,7 +1111,7 @@ DEFECTS = [
     ("repro", ["--timeout", "nan"]), ("repro", ["--timeout", "0"]), ("repro", ["--runner", "nomodule"]),
     ("repro", "NO_TARGET"), ("repro", ["{tmp}/missing/ID"]), ("repro", ["{tmp}/x.json", "{tmp}/y.json"]),
     ("selftest", ["--max-cases", "0"]), ("selftest", ["--variants", "no_such_variant"]),
-    ("selftest", ["--ops", "batchnorm"]), ("selftest", ["--seed", "x"]),
+    ("selftest", ["--ops", "batchnorm"]), ("selftest", ["--seed", "x"]), ("selftest", ["--pack", "0"]),
     ("bugzoo", ["--json", "--verbose"]), ("bugzoo", ["extra"]),
     ("backends", ["--runner", "nomodule"]), ("backends", ["--runner", "no_such_module_xyz:runners"]),
     ("report", "NO_TARGET"),
