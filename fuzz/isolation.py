@@ -9,6 +9,10 @@ raised as `InternalError`: it is a bug to fix, not a finding. Text coming back f
 type, message, detail) is made valid UTF-8 (lone surrogates escaped), so that no framework message can
 break the store or a report downstream. On Linux a worker is killed by the kernel when the process
 that started it dies, even by SIGKILL, so a hung worker never outlives a killed campaign.
+
+`Worker.run_batch(cases)` sends several cases in one request and reads one answer: the worker still
+runs each case alone (one framework call each), and each outcome is what `run` gives it, since a batch
+that does not come back whole is run again one case per request.
 """
 
 from __future__ import annotations
@@ -334,10 +338,10 @@ class Worker:
     def run_batch(self, cases, expected=None) -> list[Outcome]:
         """The outcomes of `cases`, each run alone (its own framework call, as `run` runs it), sent
         in one request and answered in one reply (`expected`: one mapping or None per case). When
-        the batch does not come back whole (the worker crashed, hung past `timeout` seconds per
-        case, or went over its memory limit on one of them), every case of it is run again with
-        `run`, one request each: each outcome is then the case's own (a crash is the crashing
-        case's, not its batch's)."""
+        the batch does not come back whole (the worker crashed, went over its memory limit, or took
+        longer than `timeout`, the time one case may take: a caller keeps a batch's work to about
+        one packed call's), every case of it is run again with `run`, one request each: each
+        outcome is then the case's own (a crash or a hang is that case's, not its batch's)."""
         cases = list(cases)
         expected = [None] * len(cases) if expected is None else list(expected)
         if len(cases) <= 1:
@@ -350,7 +354,7 @@ class Worker:
         wires = [c.to_wire() for c in cases]
         try:
             write_message(self._fds[0], {"cases": [m for m, _ in wires]}, batch([a for _, a in wires]))
-            got = self._wait(self.timeout * len(cases))
+            got = self._wait(self.timeout)
         except (BrokenPipeError, OSError):
             got = self._death(t0)
         if got is None:

@@ -239,3 +239,18 @@ def test_batch_arrays_round_trip_and_unknown_names_are_refused():
     for bad in ({"x": np.ones(1)}, {"3/x": np.ones(1)}, {"-1/x": np.ones(1)}):
         with pytest.raises(WireError):
             unbatch(bad, 3)
+
+
+def test_a_hanging_case_holds_its_batch_for_one_timeout_not_one_per_case():
+    """A batch may take as long as one case may (`timeout`); then its cases are run one request
+    each, the hanging one timing out alone. Ten cases with a 1.5 s timeout: about 3 s and two
+    worker starts (a limit of timeout x cases would wait 15 s before that)."""
+    import time
+
+    cases = [ln_case(seed=i) for i in range(9)] + [ln_case(eps=TRIGGER_EPS, seed=9)]
+    with Worker(SPEC, "faulty.hang.sometimes", timeout=1.5) as w:
+        t0 = time.perf_counter()
+        outs = w.run_batch(cases, [EXPECTED] * 10)
+        took = time.perf_counter() - t0
+    assert [o.status for o in outs] == ["OK"] * 9 + ["TIMEOUT"]
+    assert took < 10, took
