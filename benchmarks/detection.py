@@ -40,7 +40,8 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import DTYPE, MODES, _usable_cpus, bench_regimes, bench_runners, normfuzz_cmd, run_monitored  # noqa: E402
+from throughput import (DTYPE, MODES, bench_regimes, bench_runners, normfuzz_cmd, ops_argument,  # noqa: E402
+                        run_monitored, two_cpus)
 
 #: A bucket found within this many seconds of the other pack's time counts as found at the same time.
 TIE_SECONDS = 0.05
@@ -131,17 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=60.0, help="seconds of each campaign (default 60)")
     p.add_argument("--json", metavar="FILE", help="also write every campaign's buckets and times as JSON")
     a = p.parse_args(argv)
-    ops = [o for o in a.ops.split(",") if o]
-    unknown = sorted(set(ops) - set(MODES))
-    if unknown:
-        p.error(f"unknown op(s) {', '.join(unknown)}: choose from {', '.join(MODES)}")
+    ops = ops_argument(p, a.ops)
     if len(a.packs) != 2 or min(a.packs) < 1 or a.packs[0] == a.packs[1]:
         p.error("--packs takes two different settings >= 1, e.g. 1,64")
     if a.budget <= 0:
         p.error("--budget must be positive")
-    cpus = _usable_cpus()
-    if len(cpus) < 2:
-        print("detection: needs two usable cores (the two packs of a seed run at once)", file=sys.stderr)
+    cpus = two_cpus("detection", " (the two packs of a seed run at once)")
+    if cpus is None:
         return 1
     rows = []
     with tempfile.TemporaryDirectory(prefix="normfuzz-detect-") as work:
@@ -150,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for seed in a.seeds:
                 with ThreadPoolExecutor(2) as ex:  # (each thread waits on its own subprocess)
                     done = list(ex.map(lambda pc: campaign(op, pc[0], seed, a.budget, pc[1], work),
-                                       zip(a.packs, cpus[:2])))
+                                       zip(a.packs, cpus)))
                 for r in done:
                     runs[(r["pack"], seed)] = r
             c = compare(runs, a.packs, a.seeds)

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import MODES, _usable_cpus, campaign_throughput, round_scaling  # noqa: E402
+from throughput import MODES, campaign_throughput, ops_argument, round_scaling, two_cpus  # noqa: E402
 
 # Two rounds at the default family size (200 examples x 64 cases) and two families more: a round that
 # ends at the case limit counts as cut (`Campaign._timed_round`), so each job of `--jobs 2` (N / 2
@@ -78,18 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     a = p.parse_args(argv)
-    ops = [o for o in a.ops.split(",") if o]
-    unknown = sorted(set(ops) - set(MODES))
-    if unknown:
-        p.error(f"unknown op(s) {', '.join(unknown)}: choose from {', '.join(MODES)}")
-    cpus = _usable_cpus()
-    if len(cpus) < 2:
-        print("jobs_ceiling: needs two usable cores", file=sys.stderr)
+    ops = ops_argument(p, a.ops)
+    cpus = two_cpus("jobs_ceiling")
+    if cpus is None:
         return 1
     rows = []
     with tempfile.TemporaryDirectory(prefix="normfuzz-ceiling-") as work:
         for op in ops:
-            rows.append(measure(op, a.cases, seed=a.seed, cpus=cpus[:2], workdir=work))
+            rows.append(measure(op, a.cases, seed=a.seed, cpus=cpus, workdir=work))
             print(format_row(rows[-1]), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))

@@ -230,6 +230,24 @@ def _usable_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def ops_argument(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The ops of a comma list given to `parser`'s --ops; an unknown op is a usage error."""
+    ops = [o for o in text.split(",") if o]
+    unknown = sorted(set(ops) - set(MODES))
+    if unknown:
+        parser.error(f"unknown op(s) {', '.join(unknown)}: choose from {', '.join(MODES)}")
+    return ops
+
+
+def two_cpus(script: str, why: str = "") -> list[int] | None:
+    """The first two usable cores, or None (with a message on stderr) when there are fewer."""
+    cpus = _usable_cpus()
+    if len(cpus) < 2:
+        print(f"{script}: needs two usable cores{why}", file=sys.stderr)
+        return None
+    return cpus[:2]
+
+
 def _children() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
