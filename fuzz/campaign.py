@@ -494,7 +494,7 @@ class Campaign:
         for (case, outcome, _, finding), rec in zip(found, recorded):
             key = bucket_key(*finding.key)
             self.state.findings += 1
-            if rec[2]:
+            if rec.is_new_bucket:
                 self.state.new_buckets.append(key)
                 self.state.pending[key] = (spec, case, outcome.outputs)
             self.state.seen.add(key)

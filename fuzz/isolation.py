@@ -302,14 +302,19 @@ class Worker:
         failed = self.submit(case)
         return failed if failed is not None else self.collect(case, expected=expected)
 
-    def submit(self, case) -> Outcome | None:
-        """Send `case` to the worker and return at once (the worker computes while the caller does
-        other work: the oracle, other runners); `collect` waits for its answer. Returns the
-        CRASHED outcome instead when the worker cannot take the case (it died)."""
+    def _ensure_started(self) -> None:
+        """Start the worker if it is not running (a restart after a death or a recycle counts in
+        `restarts`)."""
         if self.proc is None:
             if self._fds is None and self.version:
                 self.restarts += 1
             self.start()
+
+    def submit(self, case) -> Outcome | None:
+        """Send `case` to the worker and return at once (the worker computes while the caller does
+        other work: the oracle, other runners); `collect` waits for its answer. Returns the
+        CRASHED outcome instead when the worker cannot take the case (it died)."""
+        self._ensure_started()
         self._t0 = time.perf_counter()
         try:
             meta, arrays = case.to_wire()
@@ -346,10 +351,7 @@ class Worker:
         expected = [None] * len(cases) if expected is None else list(expected)
         if len(cases) <= 1:
             return [self.run(c, expected=e) for c, e in zip(cases, expected)]
-        if self.proc is None:
-            if self._fds is None and self.version:
-                self.restarts += 1
-            self.start()
+        self._ensure_started()
         t0 = time.perf_counter()
         wires = [c.to_wire() for c in cases]
         try:
